@@ -1,0 +1,109 @@
+# diffsol-pytorch: set-up, demo and tests on a fresh Debian machine.
+#   make setup     Debian packages (if missing), .venv, torch, build deps, editable install
+#   make demo      solve the Robertson model and write demo.png
+#   make test      C test runner, then the Python test suite
+#   make memcheck  the C test runner under valgrind
+# Every step is idempotent; stamp files under .venv record what is done.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# meson-python and meson look for meson and ninja on PATH; CYTHON makes meson
+# record an absolute cython, so the editable install can rebuild on import
+# from a plain `.venv/bin/python` whatever PATH is
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export CYTHON := $(CURDIR)/$(VENV)/bin/cython
+
+DEB_PACKAGES := libsundials-dev libopenblas-dev libsuitesparse-dev pkg-config
+BUILD_DEPS := meson-python meson ninja 'Cython>=3' numpy
+CTEST_DIR := build/ctest
+DSK_TESTS := $(CTEST_DIR)/dsk_tests
+
+STAMP_TORCH := $(VENV)/.stamp-torch
+STAMP_BUILD := $(VENV)/.stamp-build-deps
+STAMP_PROJECT := $(VENV)/.stamp-project
+
+# apt-get as root, or through sudo otherwise
+define apt_install
+	if [ "$$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update && \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends $(1)
+endef
+
+.PHONY: setup system-deps check-sources demo test test-c test-py memcheck clean distclean
+
+setup: system-deps $(STAMP_PROJECT)
+
+system-deps:
+	@if ! command -v dpkg >/dev/null 2>&1; then \
+	  echo "dpkg not found: install $(DEB_PACKAGES) (or their equivalents) yourself"; exit 0; \
+	fi; \
+	missing=""; \
+	for p in $(DEB_PACKAGES); do \
+	  dpkg -s $$p 2>/dev/null | grep -q '^Status: install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(call apt_install,$$missing); \
+	fi
+
+# a Debian system python3 needs python3-venv for this
+$(PY):
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); $(call apt_install,python3-venv) && $(PYTHON) -m venv $(VENV); }
+
+$(STAMP_TORCH): constraints.txt | $(PY)
+	$(PIP) install -c constraints.txt torch==2.13.0
+	touch $@
+
+$(STAMP_BUILD): constraints.txt $(STAMP_TORCH)
+	$(PIP) install -c constraints.txt $(BUILD_DEPS)
+	touch $@
+
+$(STAMP_PROJECT): pyproject.toml meson.build meson_options.txt constraints.txt Makefile $(STAMP_BUILD)
+	$(PIP) install -c constraints.txt --no-build-isolation -e '.[test]'
+	touch $@
+
+demo: setup
+	$(PY) -m diffsol_pytorch solve examples/models/robertson_ode.ds \
+	  --params 0.04,1e4,3e7 --times logspace:-5:5:11 --rtol 1e-8 --atol 1e-10 --plot demo.png
+
+# The kernel's C tests, in a build directory of their own (debug, for valgrind)
+$(CTEST_DIR)/build.ninja: | $(STAMP_BUILD)
+	$(VENV)/bin/meson setup $(CTEST_DIR) --buildtype=debug
+
+$(DSK_TESTS): $(CTEST_DIR)/build.ninja FORCE
+	$(VENV)/bin/meson compile -C $(CTEST_DIR) dsk_tests
+
+# meson cannot glob: fail early when a kernel or test .c file is not listed
+check-sources:
+	@for f in _ckernel/*.c _ckernel/tests/*.c; do \
+	  grep -q "'$$f'" meson.build || { echo "meson.build does not list $$f: add it"; exit 1; }; \
+	done
+
+test-c: system-deps check-sources $(DSK_TESTS)
+	./$(DSK_TESTS)
+
+test-py: setup
+	$(PY) -m pytest
+
+test: setup
+	$(MAKE) --no-print-directory test-c
+	$(MAKE) --no-print-directory test-py
+
+memcheck: system-deps $(DSK_TESTS)
+	@command -v valgrind >/dev/null 2>&1 || { $(call apt_install,valgrind); }
+	valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 ./$(DSK_TESTS)
+
+# build/ holds the editable install's build tree too: forget that install
+clean:
+	rm -rf build dist demo.png .pytest_cache $(STAMP_PROJECT)
+	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
+
+FORCE:

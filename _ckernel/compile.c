@@ -1,0 +1,118 @@
+/*
+ * compile.c - the translator's driver: DiffSL text -> C source.
+ *
+ *   dsk_translate: dsk_lex -> dsk_parse -> dsk_sema -> dsk_emit_c
+ *
+ * It owns the per-call arena and the error exit.  Stages report errors with
+ * dsk_cerror(), which longjmps back here; the arena is freed on every path.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compile.h"
+#include "ir.h"
+
+struct dsk_arena_chunk {
+  dsk_arena_chunk *next;
+  size_t size;
+  /* payload follows, max-aligned */
+};
+
+#define CHUNK_HDR ((sizeof(dsk_arena_chunk) + 15) & ~(size_t)15)
+
+void *dsk_alloc(dsk_cctx *c, size_t n) {
+  dsk_arena_chunk *ch;
+  if (n > ((size_t)-1) / 2 - CHUNK_HDR) {
+    dsk_status_set(c->st, DSK_E_NOMEM, "out of memory in the DiffSL compiler");
+    longjmp(c->on_error, 1);
+  }
+  ch = calloc(1, CHUNK_HDR + (n ? n : 1));
+  if (!ch) {
+    dsk_status_set(c->st, DSK_E_NOMEM, "out of memory in the DiffSL compiler");
+    longjmp(c->on_error, 1);
+  }
+  ch->size = n;
+  ch->next = c->arena.head;
+  c->arena.head = ch;
+  return (char *)ch + CHUNK_HDR;
+}
+
+void *dsk_grow(dsk_cctx *c, void *p, size_t old_n, size_t new_n) {
+  void *q = dsk_alloc(c, new_n);
+  if (p && old_n) memcpy(q, p, old_n < new_n ? old_n : new_n);
+  return q;
+}
+
+char *dsk_strndup(dsk_cctx *c, const char *s, size_t n) {
+  char *d = dsk_alloc(c, n + 1);
+  memcpy(d, s, n);
+  d[n] = 0;
+  return d;
+}
+
+void dsk_arena_free(dsk_arena *a) {
+  dsk_arena_chunk *ch = a->head;
+  while (ch) {
+    dsk_arena_chunk *next = ch->next;
+    free(ch);
+    ch = next;
+  }
+  a->head = NULL;
+}
+
+/* "L:C: error: MSG\n  <source line>\n  <spaces>^~~~" */
+void dsk_cerror(dsk_cctx *c, int code, dsk_span sp, const char *fmt, ...) {
+  dsk_status *st = c->st;
+  char text[DSK_MSG_MAX / 2];
+  const char *bol = c->src + sp.off - (sp.col - 1);
+  const char *eol = bol;
+  int n, width, i;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(text, sizeof text, fmt, ap);
+  va_end(ap);
+  while (*eol && *eol != '\n' && *eol != '\r') eol++;
+  n = snprintf(st->msg, sizeof st->msg, "%d:%d: error: %s\n  %.*s\n  ", sp.line, sp.col, text,
+               (int)(eol - bol > 200 ? 200 : eol - bol), bol);
+  width = sp.len > 0 ? sp.len : 1;
+  if (sp.col - 1 + width > (int)(eol - bol) && eol > bol + sp.col - 1)
+    width = (int)(eol - bol) - (sp.col - 1);
+  if (width < 1) width = 1;
+  for (i = 0; i < sp.col - 1 && n < (int)sizeof st->msg - 2; i++)
+    st->msg[n++] = bol[i] == '\t' ? '\t' : ' ';
+  for (i = 0; i < width && i < 200 && n < (int)sizeof st->msg - 1; i++)
+    st->msg[n++] = i == 0 ? '^' : '~';
+  st->msg[n < (int)sizeof st->msg ? n : (int)sizeof st->msg - 1] = 0;
+  st->code = code;
+  st->line = sp.line;
+  st->col = sp.col;
+  longjmp(c->on_error, 1);
+}
+
+int dsk_translate(const char *src, char **c_source, dsk_status *st_arg) {
+  dsk_cctx c;
+  dsk_status local;
+  dsk_status *const st = st_arg ? st_arg : &local;
+  volatile int rc = DSK_OK;
+  dsk_status_clear(st);
+  if (!c_source) return dsk_status_set(st, DSK_E_ARG, "dsk_translate: c_source is NULL");
+  *c_source = NULL;
+  if (!src) return dsk_status_set(st, DSK_E_ARG, "dsk_translate: source is NULL");
+  memset(&c, 0, sizeof c);
+  c.src = src;
+  c.st = st;
+  if (setjmp(c.on_error) == 0) {
+    int ntok;
+    dsk_token *toks = dsk_lex(&c, &ntok);
+    dsk_ast_model *ast = dsk_parse(&c, toks, ntok);
+    dsk_ir_model *ir = dsk_sema(&c, ast);
+    *c_source = dsk_emit_c(&c, ir);
+  } else {
+    rc = st->code ? st->code : DSK_E_MODEL;
+  }
+  dsk_arena_free(&c.arena);
+  return rc;
+}

@@ -1,0 +1,160 @@
+/*
+ * diff.c - differentiation rules: the DiffSL functions, their C definitions
+ * and exact derivatives, and the tangent (forward-mode) rule of every IR
+ * operation.  The emitter builds tangent code node by node from these rules,
+ * so the Jacobian of rhs is exact, not a finite difference.
+ *
+ * At kinks the one-sided rule of the C library is used: abs'(0) = 0,
+ * heaviside' = 0, min/max follow the argument they return (a on ties).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "ir.h"
+
+typedef struct fn_info {
+  const char *name;  /* DiffSL name */
+  int nargs;
+  const char *cname; /* C function (libm or prelude) */
+  const char *d1;    /* prelude function d1(a, [b,] p): partial w.r.t. a */
+  const char *d2;    /* partial w.r.t. b (two-argument functions), or NULL */
+} fn_info;
+
+/* ORDER: indices are stored in the IR (dsk_ir_expr.fn). */
+static const fn_info fns[] = {
+    {"sin", 1, "sin", "dsk_d_sin", NULL},
+    {"cos", 1, "cos", "dsk_d_cos", NULL},
+    {"tan", 1, "tan", "dsk_d_tan", NULL},
+    {"exp", 1, "exp", "dsk_d_exp", NULL},
+    {"log", 1, "log", "dsk_d_log", NULL},
+    {"log10", 1, "log10", "dsk_d_log10", NULL},
+    {"sqrt", 1, "sqrt", "dsk_d_sqrt", NULL},
+    {"abs", 1, "fabs", "dsk_d_abs", NULL},
+    {"sigmoid", 1, "dsk_sigmoid", "dsk_d_sigmoid", NULL},
+    {"arcsinh", 1, "asinh", "dsk_d_arcsinh", NULL},
+    {"arccosh", 1, "acosh", "dsk_d_arccosh", NULL},
+    {"heaviside", 1, "dsk_heaviside", NULL, NULL},
+    {"tanh", 1, "tanh", "dsk_d_tanh", NULL},
+    {"sinh", 1, "sinh", "dsk_d_sinh", NULL},
+    {"cosh", 1, "cosh", "dsk_d_cosh", NULL},
+    {"pow", 2, "pow", "dsk_d_pow_a", "dsk_d_pow_b"},
+    {"min", 2, "dsk_min", "dsk_d_min_a", "dsk_d_min_b"},
+    {"max", 2, "dsk_max", "dsk_d_max_a", "dsk_d_max_b"},
+    {"copysign", 2, "copysign", "dsk_d_copysign_a", NULL},
+};
+
+#define NFNS ((int)(sizeof fns / sizeof fns[0]))
+
+int dsk_fn_lookup(const char *name) {
+  for (int k = 0; k < NFNS; k++)
+    if (strcmp(fns[k].name, name) == 0) return k;
+  return -1;
+}
+
+int dsk_fn_nargs(int fn) { return fns[fn].nargs; }
+const char *dsk_fn_name(int fn) { return fns[fn].name; }
+
+/* Partials take (a, p) or (a, b, p), where p is the primal value. */
+const char *dsk_fn_prelude(void) {
+  return "static double dsk_sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }\n"
+         "static double dsk_heaviside(double x) { return x >= 0.0 ? 1.0 : 0.0; }\n"
+         "static double dsk_min(double a, double b) { return a <= b ? a : b; }\n"
+         "static double dsk_max(double a, double b) { return a >= b ? a : b; }\n"
+         "static double dsk_d_sin(double a, double p) { (void)p; return cos(a); }\n"
+         "static double dsk_d_cos(double a, double p) { (void)p; return -sin(a); }\n"
+         "static double dsk_d_tan(double a, double p) { (void)a; return 1.0 + p * p; }\n"
+         "static double dsk_d_exp(double a, double p) { (void)a; return p; }\n"
+         "static double dsk_d_log(double a, double p) { (void)p; return 1.0 / a; }\n"
+         "static double dsk_d_log10(double a, double p) { (void)p; "
+         "return 1.0 / (a * 2.302585092994045684); }\n"
+         "static double dsk_d_sqrt(double a, double p) { (void)a; return 0.5 / p; }\n"
+         "static double dsk_d_abs(double a, double p) { (void)p; "
+         "return a > 0.0 ? 1.0 : (a < 0.0 ? -1.0 : 0.0); }\n"
+         "static double dsk_d_sigmoid(double a, double p) { (void)a; return p * (1.0 - p); }\n"
+         "static double dsk_d_arcsinh(double a, double p) { (void)p; "
+         "return 1.0 / sqrt(a * a + 1.0); }\n"
+         "static double dsk_d_arccosh(double a, double p) { (void)p; "
+         "return 1.0 / sqrt(a * a - 1.0); }\n"
+         "static double dsk_d_tanh(double a, double p) { (void)a; return 1.0 - p * p; }\n"
+         "static double dsk_d_sinh(double a, double p) { (void)p; return cosh(a); }\n"
+         "static double dsk_d_cosh(double a, double p) { (void)p; return sinh(a); }\n"
+         "static double dsk_d_pow_a(double a, double b, double p) { (void)p; "
+         "return b == 0.0 ? 0.0 : b * pow(a, b - 1.0); }\n"
+         "static double dsk_d_pow_b(double a, double b, double p) { (void)b; "
+         "return p == 0.0 ? 0.0 : p * log(a); }\n"
+         "static double dsk_d_min_a(double a, double b, double p) { (void)p; "
+         "return a <= b ? 1.0 : 0.0; }\n"
+         "static double dsk_d_min_b(double a, double b, double p) { (void)p; "
+         "return a <= b ? 0.0 : 1.0; }\n"
+         "static double dsk_d_max_a(double a, double b, double p) { (void)p; "
+         "return a >= b ? 1.0 : 0.0; }\n"
+         "static double dsk_d_max_b(double a, double b, double p) { (void)p; "
+         "return a >= b ? 0.0 : 1.0; }\n"
+         "static double dsk_d_copysign_a(double a, double b, double p) { (void)p; "
+         "return (signbit(a) != 0) == (signbit(b) != 0) ? 1.0 : -1.0; }\n";
+}
+
+void dsk_fn_primal(char *buf, size_t n, int fn, const char *a, const char *b) {
+  if (fns[fn].nargs == 1)
+    snprintf(buf, n, "%s(%s)", fns[fn].cname, a);
+  else
+    snprintf(buf, n, "%s(%s, %s)", fns[fn].cname, a, b);
+}
+
+void dsk_fn_tangent(char *buf, size_t n, int fn, const char *a, const char *b, const char *p,
+                    const char *da, const char *db) {
+  const fn_info *f = &fns[fn];
+  char ta[256] = "", tb[256] = "";
+  if (da && f->d1) {
+    if (f->nargs == 1)
+      snprintf(ta, sizeof ta, "%s(%s, %s) * %s", f->d1, a, p, da);
+    else
+      snprintf(ta, sizeof ta, "%s(%s, %s, %s) * %s", f->d1, a, b, p, da);
+  }
+  if (db && f->d2) snprintf(tb, sizeof tb, "%s(%s, %s, %s) * %s", f->d2, a, b, p, db);
+  if (ta[0] && tb[0])
+    snprintf(buf, n, "%s + %s", ta, tb);
+  else if (ta[0] || tb[0])
+    snprintf(buf, n, "%s", ta[0] ? ta : tb);
+  else
+    snprintf(buf, n, "0.0");
+}
+
+void dsk_op_tangent(char *buf, size_t n, dsk_ir_op op, const char *a, const char *b,
+                    const char *p, const char *da, const char *db) {
+  switch (op) {
+    case IR_NEG: snprintf(buf, n, "-%s", da ? da : "0.0"); return;
+    case IR_ADD:
+    case IR_SUB:
+      if (da && db)
+        snprintf(buf, n, "%s %c %s", da, op == IR_ADD ? '+' : '-', db);
+      else if (da)
+        snprintf(buf, n, "%s", da);
+      else if (db)
+        snprintf(buf, n, "%s%s", op == IR_ADD ? "" : "-", db);
+      else
+        snprintf(buf, n, "0.0");
+      return;
+    case IR_MUL:
+      if (da && db)
+        snprintf(buf, n, "%s * %s + %s * %s", da, b, a, db);
+      else if (da)
+        snprintf(buf, n, "%s * %s", da, b);
+      else if (db)
+        snprintf(buf, n, "%s * %s", a, db);
+      else
+        snprintf(buf, n, "0.0");
+      return;
+    case IR_DIV: /* p = a / b: dp = (da - p db) / b */
+      if (da && db)
+        snprintf(buf, n, "(%s - %s * %s) / %s", da, p, db, b);
+      else if (da)
+        snprintf(buf, n, "%s / %s", da, b);
+      else if (db)
+        snprintf(buf, n, "-(%s * %s) / %s", p, db, b);
+      else
+        snprintf(buf, n, "0.0");
+      return;
+    default: snprintf(buf, n, "0.0"); return;
+  }
+}

@@ -1,0 +1,129 @@
+/*
+ * dsk.h - public interface of the diffsol-pytorch C kernel.
+ *
+ * The kernel never prints, never aborts and never keeps global mutable state
+ * except the JIT cache bookkeeping (guarded by a mutex).  Every fallible call
+ * returns a dsk_code and fills a caller-owned dsk_status with a message.
+ *
+ * Pipeline:  DiffSL text --dsk_translate--> C source (+ model sizes)
+ *            C source    --dsk_jit_load-->   dsk_model (shared object, cached)
+ *            dsk_model   --dsk_solver_*-->   solutions
+ * dsk_model_compile() runs the first two in one call.
+ */
+#ifndef DSK_H
+#define DSK_H
+
+#include <stddef.h>
+#include "dsk_gen.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- status ------------------------------------------------------------ */
+
+typedef enum dsk_code {
+  DSK_OK = 0,
+  DSK_E_SYNTAX = 1, /* DiffSL could not be parsed (line/col set) */
+  DSK_E_MODEL = 2,  /* DiffSL parsed but is not a valid model (line/col set) */
+  DSK_E_JIT = 3,    /* C compiler failed, cache unusable, dlopen failed */
+  DSK_E_SOLVER = 4, /* SUNDIALS returned an error (t and flag set) */
+  DSK_E_NOMEM = 5,  /* allocation failed */
+  DSK_E_ARG = 6,    /* bad argument to a kernel call */
+  DSK_E_MODELFN = 7 /* a model function returned non-zero */
+} dsk_code;
+
+#define DSK_MSG_MAX 2048
+
+typedef struct dsk_status {
+  int code;              /* dsk_code */
+  int line, col;         /* 1-based source position for DSK_E_SYNTAX/MODEL, else 0 */
+  double t;              /* time reached, for DSK_E_SOLVER and DSK_E_MODELFN */
+  char flag[64];         /* SUNDIALS flag name, for DSK_E_SOLVER */
+  char msg[DSK_MSG_MAX]; /* full message; DiffSL errors end with the source line and a caret */
+} dsk_status;
+
+/* Reset to DSK_OK with empty fields. */
+void dsk_status_clear(dsk_status *st);
+/* Set code and printf-style message; returns code.  line, col, t and flag
+   are left as they are (callers set them). */
+int dsk_status_set(dsk_status *st, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* ---- compiler: DiffSL -> C ---------------------------------------------- */
+
+/* Translate DiffSL source to deterministic C source (malloc'd, caller frees
+   with free()).  On error returns DSK_E_SYNTAX or DSK_E_MODEL with line, col
+   and a message of the form
+     "3:7: error: unknown name 'kk'\n  F { -kk * u }\n      ^"           */
+int dsk_translate(const char *src, char **c_source, dsk_status *st);
+
+/* ---- JIT ---------------------------------------------------------------- */
+
+typedef struct dsk_jit_options {
+  const char *cache_dir; /* NULL: $DIFFSOL_PYTORCH_CACHE, else $XDG_CACHE_HOME/diffsol_pytorch,
+                            else $HOME/.cache/diffsol_pytorch */
+  const char *cc;        /* NULL: $CC, else "cc"; split on whitespace, no quoting, so it
+                            may carry arguments ("ccache gcc") but not a path with spaces */
+} dsk_jit_options;
+
+typedef struct dsk_model dsk_model;
+
+/* Compile (or find in the cache) and load a generated C source. */
+int dsk_jit_load(const char *c_source, const dsk_jit_options *opt, dsk_model **out,
+                 dsk_status *st);
+/* dsk_translate + dsk_jit_load. */
+int dsk_model_compile(const char *diffsl, const dsk_jit_options *opt, dsk_model **out,
+                      dsk_status *st);
+/* Number of times this process has invoked the C compiler (cache misses). */
+long dsk_jit_compile_count(void);
+
+const dsk_gen_table *dsk_model_table(const dsk_model *m);
+/* Path of the loaded shared object in the cache. */
+const char *dsk_model_path(const dsk_model *m);
+void dsk_model_free(dsk_model *m);
+
+/* ---- solvers ------------------------------------------------------------ */
+
+typedef enum dsk_method { DSK_BDF = 0 } dsk_method;
+
+typedef struct dsk_solver_options {
+  int method;            /* dsk_method */
+  double rtol;           /* relative tolerance */
+  double atol;           /* scalar absolute tolerance (used when atol_vec is NULL) */
+  const double *atol_vec;/* per-state absolute tolerances, or NULL */
+  double t0;             /* initial time */
+  double h0;             /* initial step, 0 = solver's choice */
+  long max_steps;        /* per output interval as well as in total */
+} dsk_solver_options;
+
+void dsk_solver_options_default(dsk_solver_options *o);
+
+typedef struct dsk_stats {
+  long steps, rhs_evals, jac_evals, lin_setups, err_test_fails, nonlin_iters, nonlin_fails;
+} dsk_stats;
+
+typedef struct dsk_solver dsk_solver;
+
+/* A solver keeps a reference to the model (the model must outlive it) and
+   copies atol_vec. */
+int dsk_solver_create(const dsk_model *m, const dsk_solver_options *o, dsk_solver **out,
+                      dsk_status *st);
+/* Solve with parameters p (nparams) and write outputs at the nt times
+   (non-decreasing, times[0] >= t0) into y, row-major (nout x nt):
+   y[i*nt + j] = out_i(times[j]).  Safe to call without the GIL; a solver is
+   used by one thread at a time. */
+int dsk_solver_solve_dense(dsk_solver *s, const double *p, const double *times, int nt,
+                           double *y, dsk_status *st);
+/* Statistics of the last solve, also when it failed (zeros when it failed
+   before integrating). */
+void dsk_solver_stats(const dsk_solver *s, dsk_stats *out);
+void dsk_solver_free(dsk_solver *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

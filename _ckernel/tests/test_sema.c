@@ -1,0 +1,71 @@
+/* test_sema.c - semantic analysis through dsk_translate: accepted models and
+   every model error with its line:col. */
+#include <stdlib.h>
+
+#include "../dsk.h"
+#include "runner.h"
+
+void suite_sema(void);
+
+static void expect_ok(const char *src) {
+  char *c = NULL;
+  dsk_status st;
+  int rc = dsk_translate(src, &c, &st);
+  CHECK_MSG(rc == DSK_OK && c != NULL, "%s -> %s", src, st.msg);
+  free(c);
+}
+
+static void expect_error(const char *src, int line, int col, const char *text) {
+  char *c = NULL;
+  dsk_status st;
+  char pos[32];
+  int rc = dsk_translate(src, &c, &st);
+  CHECK_MSG(rc == DSK_E_MODEL, "'%s': rc %d", src, rc);
+  CHECK(c == NULL);
+  CHECK_MSG(st.line == line && st.col == col, "'%s': got %d:%d want %d:%d", src, st.line,
+            st.col, line, col);
+  snprintf(pos, sizeof pos, "%d:%d: error:", line, col);
+  CHECK_CONTAINS(st.msg, pos);
+  CHECK_CONTAINS(st.msg, text);
+  CHECK_CONTAINS(st.msg, "^");
+  free(c);
+}
+
+static void test_accepts(void) {
+  expect_ok("in_i { k = 0.7, a0 = 2.0 }\nu { a0 }\nF { -k * u }");
+  expect_ok("in { r = 1 }\nu_i { x = 1, y = 2 }\nF_i { -r * x, x - y }\nout_i { x + y }");
+  expect_ok("u_i { (0:3): x = 1 }\ns { 2 * t }\nv_i { s * x_i }\nF_i { sin(v_i) + pow(x_i, 2) }");
+  expect_ok("u { 1 }\nF { sigmoid(u) + arcsinh(u) + arccosh(u + 2) + heaviside(u) + "
+            "copysign(u, -1) + min(u, 1) + max(u, 0) + log10(u) + abs(u) }");
+  expect_ok("u_i { 1, 2 }\nF_i { (0:2): -1 * u_i, }");
+  expect_ok("u { 1 } F { -u }"); /* no parameters */
+}
+
+static void test_errors(void) {
+  expect_error("in_i { k = 1 }\nu { 1 }\nF { -kk * u }", 3, 6, "unknown name 'kk'");
+  expect_error("u { 1 }\nu { 2 }\nF { 1 }", 2, 1, "'u' is already defined (at 1:1)");
+  expect_error("u_i { x = 1, x = 2 }\nF_i { 1, 2 }", 1, 14, "'x' is already defined");
+  expect_error("u_i { 1, 2 }\nF_i { 1, 2, 3 }", 2, 1, "F has length 3 but u has length 2");
+  expect_error("a_i { 1, 2 }\nb_i { 1, 2, 3 }\nu_i { (0:2): 1 }\nF_i { a_i + b_i }", 4, 7,
+               "lengths 2 and 3");
+  expect_error("u { 1 }\nF { foo(u) }", 2, 5, "unknown function 'foo'");
+  expect_error("u { 1 }\nF { pow(u) }", 2, 5, "takes 2 arguments, not 1");
+  expect_error("u { 1 }", 1, 1, "no right-hand side");
+  expect_error("F { 1 }", 1, 1, "no state");
+  expect_error("u { 1 }\nF { t }\nt { 2 }", 3, 1, "reserved name");
+  expect_error("u_i { 1, 2 }\nF_i { u }", 2, 7, "'u' is a vector of length 2");
+  expect_error("u { 1 }\nF { u_i }", 2, 5, "scalar");
+  expect_error("u { t }\nF { 1 }", 1, 1, "initial state u may depend only");
+  expect_error("in_i { k = 1, 2 }\nu { 1 }\nF { 1 }", 1, 15, "needs a name");
+  expect_error("in_i { k = t }\nu { 1 }\nF { 1 }", 1, 12, "must be a number");
+  expect_error("u { 1, 2 }\nF { 1 }", 1, 8, "'u' is a scalar");
+  expect_error("u_i { 1, 2 }\nF_i { (0:2): u_i, (3:4): 1 }", 2, 19, "starts at 3");
+  expect_error("u { 1 }\nF { F }", 2, 5, "own definition");
+  expect_error("u { 1 }\nF { 1 }\nout { F }", 3, 7, "cannot be read");
+  expect_error("u { 1 }\nF { 1 % 2 }", 2, 5, "index expressions");
+}
+
+void suite_sema(void) {
+  test_accepts();
+  test_errors();
+}

@@ -1,0 +1,43 @@
+"""diffsol_pytorch: DiffSL ODE models compiled to C, solved with SUNDIALS, in PyTorch.
+
+>>> import diffsol_pytorch as dsp
+>>> m = dsp.DiffsolModule(code)
+>>> y = m.solve_dense(params, times)     # (nout, len(times))
+"""
+
+from diffsol_pytorch.errors import (
+    CompileError as CompileError,
+    DiffsolError as DiffsolError,
+    DiffSLError as DiffSLError,
+    DiffSLSyntaxError as DiffSLSyntaxError,
+    SolverError as SolverError,
+)
+from diffsol_pytorch.module import (
+    DiffsolModule as DiffsolModule,
+    clear_module_cache as clear_module_cache,
+    solve_dense as solve_dense,
+)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("diffsol-pytorch")
+    except Exception:  # not installed as a distribution (e.g. run from a build tree)
+        return "0+unknown"
+
+
+__version__ = _version()
+
+__all__ = [
+    "CompileError",
+    "DiffsolError",
+    "DiffSLError",
+    "DiffSLSyntaxError",
+    "DiffsolModule",
+    "SolverError",
+    "__version__",
+    "clear_module_cache",
+    "solve_dense",
+]

@@ -1,0 +1,427 @@
+# cython: language_level=3, embedsignature=True, boundscheck=False, wraparound=False
+"""Thin Cython layer over the C kernel (_ckernel/dsk.h).
+
+Only typed conversions live here: NumPy buffers in and out, kernel status
+codes to exceptions, and the GIL released around compilation and solves.
+Argument checking with helpful messages is done by diffsol_pytorch.module.
+"""
+
+from libc.stdlib cimport free
+
+import os
+import threading
+
+import numpy as np
+
+from diffsol_pytorch.errors import (
+    CompileError,
+    DiffsolError,
+    DiffSLError,
+    DiffSLSyntaxError,
+    SolverError,
+)
+
+
+# ---- declarations of dsk_gen.h / dsk.h, in the headers' order ---------------
+
+cdef extern from "dsk_gen.h" nogil:
+    int DSK_GEN_ABI_VERSION
+
+    ctypedef struct dsk_gen_table:
+        int abi_version
+        int nstates
+        int nparams
+        int nout
+        int nstop
+        int has_mass
+        int nws
+        const char * const * param_names
+        const double * default_params
+
+
+cdef extern from "dsk.h" nogil:
+    # status
+    ctypedef enum dsk_code:
+        DSK_OK
+        DSK_E_SYNTAX
+        DSK_E_MODEL
+        DSK_E_JIT
+        DSK_E_SOLVER
+        DSK_E_NOMEM
+        DSK_E_ARG
+        DSK_E_MODELFN
+
+    ctypedef struct dsk_status:
+        int code
+        int line
+        int col
+        double t
+        char flag[64]
+        char msg[2048]
+
+    void dsk_status_clear(dsk_status *st)
+
+    # compiler
+    int dsk_translate(const char *src, char **c_source, dsk_status *st)
+
+    # JIT
+    ctypedef struct dsk_jit_options:
+        const char *cache_dir
+        const char *cc
+
+    ctypedef struct dsk_model:
+        pass
+
+    int dsk_model_compile(const char *diffsl, const dsk_jit_options *opt,
+                          dsk_model **out, dsk_status *st)
+    long dsk_jit_compile_count()
+    const dsk_gen_table *dsk_model_table(const dsk_model *m)
+    const char *dsk_model_path(const dsk_model *m)
+    void dsk_model_free(dsk_model *m)
+
+    # solvers
+    ctypedef enum dsk_method:
+        DSK_BDF
+
+    ctypedef struct dsk_solver_options:
+        int method
+        double rtol
+        double atol
+        const double *atol_vec
+        double t0
+        double h0
+        long max_steps
+
+    void dsk_solver_options_default(dsk_solver_options *o)
+
+    ctypedef struct dsk_stats:
+        long steps, rhs_evals, jac_evals, lin_setups, err_test_fails
+        long nonlin_iters, nonlin_fails
+
+    ctypedef struct dsk_solver:
+        pass
+
+    int dsk_solver_create(const dsk_model *m, const dsk_solver_options *o,
+                          dsk_solver **out, dsk_status *st)
+    int dsk_solver_solve_dense(dsk_solver *s, const double *p, const double *times,
+                               int nt, double *y, dsk_status *st)
+    void dsk_solver_stats(const dsk_solver *s, dsk_stats *out)
+    void dsk_solver_free(dsk_solver *s)
+
+
+# ---- helpers -----------------------------------------------------------------
+
+cdef str _text(const char *s):
+    """Decode a NUL-terminated C string (NULL gives '')."""
+    if s == NULL:
+        return ""
+    return (<bytes>s).decode("utf-8", "replace")
+
+
+cdef dict _stats_dict(const dsk_stats *s):
+    return {
+        "steps": s.steps,
+        "rhs_evals": s.rhs_evals,
+        "jac_evals": s.jac_evals,
+        "lin_setups": s.lin_setups,
+        "err_test_fails": s.err_test_fails,
+        "nonlin_iters": s.nonlin_iters,
+        "nonlin_fails": s.nonlin_fails,
+    }
+
+
+cdef int check(int code, const dsk_status *st, object stats=None) except -1:
+    """Raise the exception that matches a kernel return code (no-op for DSK_OK)."""
+    if code == DSK_OK:
+        return 0
+    msg = _text(st.msg) or "kernel error %d" % code
+    if code == DSK_E_SYNTAX:
+        raise DiffSLSyntaxError(msg, st.line or None, st.col or None)
+    elif code == DSK_E_MODEL:
+        raise DiffSLError(msg, st.line or None, st.col or None)
+    elif code == DSK_E_JIT:
+        raise CompileError(msg)
+    elif code == DSK_E_SOLVER:
+        raise SolverError(msg, t=st.t, flag=_text(st.flag) or None, stats=stats)
+    elif code == DSK_E_MODELFN:
+        raise SolverError(msg, t=st.t, flag=_text(st.flag) or None, stats=stats)
+    elif code == DSK_E_ARG:
+        raise ValueError(msg)
+    elif code == DSK_E_NOMEM:
+        raise MemoryError(msg)
+    raise DiffsolError("unknown kernel error code %d: %s" % (code, msg))
+
+
+def translate(str src):
+    """translate(src) -> str
+
+    Translate DiffSL source to the C source the kernel would compile
+    (for debugging). Raises DiffSLSyntaxError or DiffSLError.
+    """
+    cdef bytes bsrc = src.encode("utf-8")
+    cdef const char *csrc = bsrc
+    cdef char *out = NULL
+    cdef dsk_status st
+    cdef int rc
+    dsk_status_clear(&st)
+    with nogil:
+        rc = dsk_translate(csrc, &out, &st)
+    try:
+        check(rc, &st)
+        return _text(out)
+    finally:
+        free(out)
+
+
+def jit_compile_count():
+    """jit_compile_count() -> int
+
+    Number of times this process has invoked the C compiler (JIT cache misses).
+    """
+    return dsk_jit_compile_count()
+
+
+# ---- Model -------------------------------------------------------------------
+
+cdef class Model:
+    """Model(diffsl_source, cache_dir=None, cc=None)
+
+    A DiffSL model compiled to a shared object and loaded (owns a dsk_model).
+    Compilation runs without the GIL and is cached on disk by content hash.
+
+    Parameters
+    ----------
+    diffsl_source : str
+        The DiffSL model.
+    cache_dir : str or os.PathLike, optional
+        JIT cache directory; default ``$DIFFSOL_PYTORCH_CACHE``, else
+        ``$XDG_CACHE_HOME/diffsol_pytorch``, else ``~/.cache/diffsol_pytorch``.
+    cc : str, optional
+        C compiler command; default ``$CC``, else ``cc``.
+    """
+
+    cdef dsk_model *ptr
+    cdef readonly str source
+
+    def __cinit__(self):
+        self.ptr = NULL
+
+    def __init__(self, str diffsl_source, cache_dir=None, cc=None):
+        cdef bytes bsrc = diffsl_source.encode("utf-8")
+        cdef bytes bdir = None
+        cdef bytes bcc = None
+        cdef const char *csrc = bsrc
+        cdef dsk_jit_options opt
+        cdef dsk_status st
+        cdef dsk_model *m = NULL
+        cdef int rc
+        opt.cache_dir = NULL
+        opt.cc = NULL
+        if cache_dir is not None:
+            bdir = os.fsencode(cache_dir)
+            opt.cache_dir = bdir
+        if cc is not None:
+            bcc = os.fsencode(cc)
+            opt.cc = bcc
+        dsk_status_clear(&st)
+        with nogil:
+            rc = dsk_model_compile(csrc, &opt, &m, &st)
+        if rc != DSK_OK:
+            if m != NULL:
+                dsk_model_free(m)
+            check(rc, &st)
+        if m == NULL:
+            raise DiffsolError("dsk_model_compile returned no model")
+        if self.ptr != NULL:
+            dsk_model_free(self.ptr)
+        self.ptr = m
+        self.source = diffsl_source
+
+    cdef const dsk_gen_table *_table(self) except NULL:
+        if self.ptr == NULL:
+            raise ValueError("Model is not initialised")
+        cdef const dsk_gen_table *t = dsk_model_table(self.ptr)
+        if t == NULL:
+            raise DiffsolError("model has no table")
+        return t
+
+    @property
+    def nstates(self):
+        """Number of states (length of u)."""
+        return self._table().nstates
+
+    @property
+    def nparams(self):
+        """Number of parameters (length of in)."""
+        return self._table().nparams
+
+    @property
+    def nout(self):
+        """Number of outputs (length of out, or nstates without out)."""
+        return self._table().nout
+
+    @property
+    def nstop(self):
+        """Number of stop (event) functions."""
+        return self._table().nstop
+
+    @property
+    def has_mass(self):
+        """True when the model defines a mass term M."""
+        return bool(self._table().has_mass)
+
+    @property
+    def param_names(self):
+        """Tuple of parameter names, in the order of in."""
+        cdef const dsk_gen_table *t = self._table()
+        return tuple(_text(t.param_names[i]) for i in range(t.nparams))
+
+    @property
+    def default_params(self):
+        """NumPy float64 array of the literal values of in."""
+        cdef const dsk_gen_table *t = self._table()
+        out = np.empty(t.nparams, dtype=np.float64)
+        cdef double[::1] v = out
+        cdef int i
+        for i in range(t.nparams):
+            v[i] = t.default_params[i]
+        return out
+
+    @property
+    def path(self):
+        """Path of the loaded shared object in the JIT cache."""
+        if self.ptr == NULL:
+            raise ValueError("Model is not initialised")
+        return _text(dsk_model_path(self.ptr))
+
+    def __repr__(self):
+        if self.ptr == NULL:
+            return "<Model (uninitialised)>"
+        return "<Model nstates=%d nparams=%d nout=%d>" % (self.nstates, self.nparams, self.nout)
+
+    def __dealloc__(self):
+        if self.ptr != NULL:
+            dsk_model_free(self.ptr)
+            self.ptr = NULL
+
+
+# ---- Solver ------------------------------------------------------------------
+
+cdef class Solver:
+    """Solver(model, rtol=1e-6, atol=1e-6, t0=0.0, h0=None, max_steps=100000)
+
+    A BDF solver (CVODES) for one Model; reusable across solves. One solver is
+    used by one thread at a time (calls are serialised by a lock).
+
+    Parameters
+    ----------
+    model : Model
+    rtol : float
+    atol : float or array of nstates floats
+    t0 : float
+        Initial time.
+    h0 : float or None
+        Initial step; None lets the solver choose.
+    max_steps : int
+        Maximum number of steps per output interval and in total.
+    """
+
+    cdef dsk_solver *ptr
+    cdef readonly Model model
+    cdef object _lock
+    cdef object _atol_vec   # keeps the per-state tolerances alive
+
+    def __cinit__(self):
+        self.ptr = NULL
+
+    def __init__(self, Model model not None, double rtol=1e-6, atol=1e-6, double t0=0.0,
+                 h0=None, long max_steps=100000):
+        cdef dsk_solver_options o
+        cdef dsk_status st
+        cdef dsk_solver *s = NULL
+        cdef double[::1] av
+        cdef int rc
+        model._table()
+        dsk_solver_options_default(&o)
+        o.method = DSK_BDF
+        o.rtol = rtol
+        o.t0 = t0
+        o.h0 = 0.0 if h0 is None else float(h0)
+        o.max_steps = max_steps
+        o.atol_vec = NULL
+        if np.ndim(atol) == 0:
+            o.atol = float(atol)
+            self._atol_vec = None
+        else:
+            vec = np.ascontiguousarray(atol, dtype=np.float64)
+            if vec.ndim != 1 or vec.shape[0] != model.nstates:
+                raise ValueError("atol must be a float or have one value per state (%d), got shape %s"
+                                 % (model.nstates, vec.shape))
+            self._atol_vec = vec
+            av = vec
+            o.atol = 0.0
+            if av.shape[0] > 0:
+                o.atol_vec = &av[0]
+        dsk_status_clear(&st)
+        rc = dsk_solver_create(model.ptr, &o, &s, &st)
+        if rc != DSK_OK:
+            if s != NULL:
+                dsk_solver_free(s)
+            check(rc, &st)
+        if self.ptr != NULL:
+            dsk_solver_free(self.ptr)
+        self.ptr = s
+        self.model = model
+        self._lock = threading.Lock()
+
+    def solve_dense(self, const double[::1] p not None, const double[::1] times not None):
+        """solve_dense(p, times) -> numpy.ndarray of shape (nout, len(times))
+
+        Solve with parameters p (nparams float64) and return the outputs at
+        the given non-decreasing times. Runs without the GIL.
+        """
+        if self.ptr == NULL:
+            raise ValueError("Solver is not initialised")
+        cdef int nparams = self.model.nparams
+        cdef int nout = self.model.nout
+        cdef Py_ssize_t nt = times.shape[0]
+        if p.shape[0] != nparams:
+            raise ValueError("expected %d parameters, got %d" % (nparams, p.shape[0]))
+        if nt > 2147483647:
+            raise ValueError("too many output times")
+        y = np.zeros((nout, nt), dtype=np.float64)
+        if nt == 0:
+            return y
+        cdef double[:, ::1] yv = y
+        cdef const double *pp = &p[0] if nparams > 0 else NULL
+        cdef const double *tp = &times[0]
+        cdef double *yp = &yv[0, 0] if nout > 0 else NULL
+        cdef dsk_status st
+        cdef dsk_stats stats
+        cdef int rc
+        dsk_status_clear(&st)
+        with self._lock:
+            with nogil:
+                rc = dsk_solver_solve_dense(self.ptr, pp, tp, <int>nt, yp, &st)
+            if rc != DSK_OK:
+                dsk_solver_stats(self.ptr, &stats)
+                check(rc, &st, _stats_dict(&stats))
+        return y
+
+    def stats(self):
+        """stats() -> dict
+
+        Statistics of the last solve: steps, rhs_evals, jac_evals, lin_setups,
+        err_test_fails, nonlin_iters, nonlin_fails.
+        """
+        if self.ptr == NULL:
+            raise ValueError("Solver is not initialised")
+        cdef dsk_stats s
+        with self._lock:
+            dsk_solver_stats(self.ptr, &s)
+        return _stats_dict(&s)
+
+    def __dealloc__(self):
+        if self.ptr != NULL:
+            dsk_solver_free(self.ptr)
+            self.ptr = NULL

@@ -1,0 +1,351 @@
+"""DiffsolModule: a DiffSL model compiled once and solved many times."""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+from typing import Any, Sequence, Union
+
+import numpy as np
+import torch
+
+from diffsol_pytorch import _kernel
+
+__all__ = ["DiffsolModule", "solve_dense", "clear_module_cache"]
+
+ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[float]]
+
+#: accepted values of ``method`` (more arrive with IDAS and ARKODE)
+METHODS = ("bdf",)
+#: accepted values of ``linear_solver``
+LINEAR_SOLVERS = ("auto", "dense")
+
+_REJECTED_TORCH_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _to_numpy(x: ArrayLike, what: str) -> tuple[np.ndarray, torch.dtype, torch.device]:
+    """Convert params or times to a float64 NumPy array.
+
+    Returns the array, the dtype the result should have (float32 for float32
+    input, float64 otherwise) and the device of the input (CPU for non-tensors).
+    """
+    device = torch.device("cpu")
+    if isinstance(x, torch.Tensor):
+        if x.dtype in _REJECTED_TORCH_DTYPES or not (
+            x.dtype.is_floating_point and not x.dtype.is_complex
+        ):
+            raise ValueError(
+                f"{what} must be a float32 or float64 tensor, got dtype {x.dtype}; "
+                f"convert it with {what}.double()"
+            )
+        out_dtype = torch.float32 if x.dtype == torch.float32 else torch.float64
+        device = x.device
+        arr = x.detach().to(device="cpu", dtype=torch.float64).numpy()
+        return np.ascontiguousarray(arr), out_dtype, device
+    if isinstance(x, np.ndarray):
+        if x.dtype not in (np.float32, np.float64):
+            raise ValueError(
+                f"{what} must be a float32 or float64 array, got dtype {x.dtype}; "
+                f"convert it with {what}.astype(numpy.float64)"
+            )
+        out_dtype = torch.float32 if x.dtype == np.float32 else torch.float64
+        return np.ascontiguousarray(x, dtype=np.float64), out_dtype, device
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be a tensor, an array or a list of floats: {exc}") from None
+    return arr, torch.float64, device
+
+
+class DiffsolModule:
+    """A DiffSL model compiled once, solved many times.
+
+    Compiling is the expensive step (the generated C is compiled by the system
+    C compiler and cached on disk by content hash); each solve then reuses the
+    same solver.
+
+    Parameters
+    ----------
+    code : str
+        The DiffSL model (see ``docs/`` and ``shared/DIFFSL.md``).
+    method : str, optional
+        Integration method. Only ``"bdf"`` (CVODES BDF) is available so far.
+        The default is ``"bdf"``.
+    rtol : float, optional
+        Relative tolerance. The default is 1e-6.
+    atol : float or array_like, optional
+        Absolute tolerance, one value or one per state. The default is 1e-6.
+    t0 : float, optional
+        Initial time: the state is ``u`` of the model at ``t0``. The default is 0.
+    h0 : float or None, optional
+        Initial step size; None lets the solver choose. The default is None.
+    max_steps : int, optional
+        Maximum number of solver steps per output interval. The default is 100000.
+    linear_solver : str, optional
+        ``"auto"`` or ``"dense"``. The default is ``"auto"``.
+
+    Attributes
+    ----------
+    nstates, nparams, nout : int
+        Sizes of the state, the parameters (``in``) and the outputs.
+    param_names : tuple of str
+        Parameter names in the order of ``in``.
+    default_params : torch.Tensor
+        float64 tensor of the literal values given in ``in``.
+    code : str
+        The DiffSL source.
+
+    Raises
+    ------
+    DiffSLSyntaxError, DiffSLError
+        The source is not a valid model (message with ``line:col`` and a caret).
+    CompileError
+        The C compiler failed or the cache is unusable.
+    ValueError
+        An option has a bad value.
+
+    Examples
+    --------
+    >>> m = DiffsolModule("in_i { k = 1 }\\nu { 1 }\\nF { -k * u }\\n")
+    >>> y = m.solve_dense(torch.tensor([0.5]), torch.linspace(0, 1, 5))
+    >>> y.shape
+    torch.Size([1, 5])
+    """
+
+    def __init__(
+        self,
+        code: str,
+        *,
+        method: str = "bdf",
+        rtol: float = 1e-6,
+        atol: Union[float, ArrayLike] = 1e-6,
+        t0: float = 0.0,
+        h0: float | None = None,
+        max_steps: int = 100_000,
+        linear_solver: str = "auto",
+    ) -> None:
+        if not isinstance(code, str):
+            raise TypeError(f"code must be a str of DiffSL source, got {type(code).__name__}")
+        if method not in METHODS:
+            raise ValueError(
+                f"unknown method {method!r}; accepted values: {', '.join(map(repr, METHODS))}"
+            )
+        if linear_solver not in LINEAR_SOLVERS:
+            raise ValueError(
+                f"unknown linear_solver {linear_solver!r}; accepted values: "
+                f"{', '.join(map(repr, LINEAR_SOLVERS))}"
+            )
+        rtol = float(rtol)
+        if not (math.isfinite(rtol) and rtol > 0):
+            raise ValueError(f"rtol must be a positive finite number, got {rtol}")
+        t0 = float(t0)
+        if not math.isfinite(t0):
+            raise ValueError(f"t0 must be finite, got {t0}")
+        if h0 is not None:
+            h0 = float(h0)
+            if not (math.isfinite(h0) and h0 > 0):
+                raise ValueError(f"h0 must be None or a positive finite number, got {h0}")
+        if isinstance(max_steps, bool) or int(max_steps) != max_steps or max_steps < 1:
+            raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+        atol_arr = _to_numpy(atol, "atol")[0] if not isinstance(atol, (int, float)) else None
+        if atol_arr is not None and atol_arr.ndim == 0:
+            atol = float(atol_arr)
+            atol_arr = None
+        if atol_arr is None:
+            atol = float(atol)
+            if not (math.isfinite(atol) and atol >= 0):
+                raise ValueError(f"atol must be a non-negative finite number, got {atol}")
+        elif atol_arr.ndim != 1 or not np.all(np.isfinite(atol_arr)) or np.any(atol_arr < 0):
+            raise ValueError("atol must be a number or a 1-D array of non-negative finite values")
+
+        self.code = code
+        self.method = method
+        self.rtol = rtol
+        self.atol = atol if atol_arr is None else atol_arr.copy()
+        self.t0 = t0
+        self.h0 = h0
+        self.max_steps = int(max_steps)
+        self.linear_solver = linear_solver
+
+        self._model = _kernel.Model(code)
+        if atol_arr is not None and atol_arr.shape[0] != self._model.nstates:
+            raise ValueError(
+                f"atol has {atol_arr.shape[0]} values but the model has "
+                f"{self._model.nstates} states"
+            )
+        self._solver = _kernel.Solver(
+            self._model, rtol, self.atol, t0, h0, self.max_steps
+        )
+
+    # ---- sizes and metadata ----------------------------------------------------
+    @property
+    def nstates(self) -> int:
+        """Number of states."""
+        return self._model.nstates
+
+    @property
+    def nparams(self) -> int:
+        """Number of parameters (length of ``in``)."""
+        return self._model.nparams
+
+    @property
+    def nout(self) -> int:
+        """Number of outputs."""
+        return self._model.nout
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """Parameter names, in the order of ``in``."""
+        return self._model.param_names
+
+    @property
+    def default_params(self) -> torch.Tensor:
+        """The literal values of ``in`` as a float64 tensor."""
+        return torch.from_numpy(self._model.default_params)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Solver statistics of the last solve (steps, rhs_evals, ...)."""
+        return self._solver.stats()
+
+    def __repr__(self) -> str:
+        return (
+            f"DiffsolModule(nstates={self.nstates}, nparams={self.nparams}, "
+            f"nout={self.nout}, method={self.method!r}, rtol={self.rtol}, atol={self.atol!r})"
+        )
+
+    # ---- validation -----------------------------------------------------------------
+    def _check_params(self, params: ArrayLike) -> tuple[np.ndarray, torch.dtype, torch.device]:
+        p, dtype, device = _to_numpy(params, "params")
+        n = self.nparams
+        if p.ndim not in (1, 2) or p.shape[-1] != n:
+            names = ", ".join(self.param_names) or "none"
+            raise ValueError(
+                f"params must have shape ({n},) (or (B, {n}) for a batch) for the "
+                f"parameters ({names}), got shape {tuple(p.shape)}"
+            )
+        if not np.all(np.isfinite(p)):
+            raise ValueError("params must be finite (found NaN or inf)")
+        return p, dtype, device
+
+    def _check_times(self, times: ArrayLike) -> np.ndarray:
+        t = _to_numpy(times, "times")[0]
+        if t.ndim != 1:
+            raise ValueError(f"times must be 1-D, got shape {tuple(t.shape)}")
+        if t.shape[0] == 0:
+            raise ValueError("times must not be empty")
+        if not np.all(np.isfinite(t)):
+            raise ValueError("times must be finite (found NaN or inf)")
+        if t.shape[0] > 1 and np.any(np.diff(t) < 0):
+            i = int(np.argmax(np.diff(t) < 0))
+            raise ValueError(
+                f"times must be non-decreasing: times[{i}] = {t[i]!r} > times[{i + 1}] = {t[i + 1]!r}"
+            )
+        if t[0] < self.t0:
+            raise ValueError(f"times[0] = {t[0]!r} is before t0 = {self.t0!r}")
+        return t
+
+    # ---- solving -----------------------------------------------------------------------
+    def solve_dense(self, params: ArrayLike, times: ArrayLike) -> torch.Tensor:
+        """Solve and return the outputs at the given times.
+
+        Parameters
+        ----------
+        params : torch.Tensor, numpy.ndarray or list of float
+            Shape ``(nparams,)``, or ``(B, nparams)`` for a batch of parameter sets.
+        times : torch.Tensor, numpy.ndarray or list of float
+            1-D, non-empty, finite, non-decreasing, ``times[0] >= t0``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(nout, len(times))``, or ``(B, nout, len(times))`` for a batch; float32
+            when ``params`` is float32, float64 otherwise; on the device of ``params``.
+            The solve itself always runs on the CPU in float64.
+
+        Raises
+        ------
+        ValueError
+            Bad shape, length, dtype, non-finite values or unordered times; raised
+            before any solve starts.
+        SolverError
+            The solver failed (carries ``t``, ``flag`` and ``stats``).
+        """
+        p, dtype, device = self._check_params(params)
+        t = self._check_times(times)
+        if p.ndim == 1:
+            y = self._solver.solve_dense(p, t)
+        else:
+            y = np.stack([self._solver.solve_dense(np.ascontiguousarray(row), t) for row in p])
+        return torch.from_numpy(y).to(device=device, dtype=dtype)
+
+    def __call__(self, params: ArrayLike, times: ArrayLike) -> torch.Tensor:
+        """Same as :meth:`solve_dense`."""
+        return self.solve_dense(params, times)
+
+
+# ---- module-level forms ----------------------------------------------------------------
+
+_CACHE_SIZE = 32
+_cache: "collections.OrderedDict[Any, DiffsolModule]" = collections.OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _freeze(value: Any) -> Any:
+    """A hashable stand-in for an option value (arrays and tensors become tuples)."""
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tuple(value.detach().cpu().double().flatten().tolist()))
+    if isinstance(value, np.ndarray):
+        return ("array", tuple(np.asarray(value, dtype=np.float64).ravel().tolist()))
+    if isinstance(value, (list, tuple)):
+        return ("seq", tuple(_freeze(v) for v in value))
+    return value
+
+
+def _module_for(code: str, options: dict[str, Any]) -> DiffsolModule:
+    key = (code, tuple(sorted((k, _freeze(v)) for k, v in options.items())))
+    with _cache_lock:
+        module = _cache.get(key)
+        if module is not None:
+            _cache.move_to_end(key)
+            return module
+    module = DiffsolModule(code, **options)
+    with _cache_lock:
+        _cache[key] = module
+        _cache.move_to_end(key)
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return module
+
+
+def clear_module_cache() -> None:
+    """Forget the modules kept by :func:`solve_dense`."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def solve_dense(code: str, params: ArrayLike, times: ArrayLike, **options: Any) -> torch.Tensor:
+    """Compile (once per distinct ``code`` and options) and solve a DiffSL model.
+
+    Parameters
+    ----------
+    code : str
+        The DiffSL model.
+    params, times
+        As in :meth:`DiffsolModule.solve_dense`.
+    **options
+        Keyword arguments of :class:`DiffsolModule` (``method``, ``rtol``, ``atol``,
+        ``t0``, ``h0``, ``max_steps``, ``linear_solver``).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(nout, len(times))``.
+
+    Notes
+    -----
+    The last 32 distinct (code, options) modules are kept in memory; the
+    compiled shared objects are also cached on disk.
+    """
+    return _module_for(code, options).solve_dense(params, times)
