@@ -158,3 +158,15 @@ void dsk_op_tangent(char *buf, size_t n, dsk_ir_op op, const char *a, const char
     default: snprintf(buf, n, "0.0"); return;
   }
 }
+
+const char *dsk_fn_partial(char *buf, size_t n, int fn, int which, const char *a, const char *b,
+                           const char *p) {
+  const fn_info *f = &fns[fn];
+  const char *d = which == 0 ? f->d1 : f->d2;
+  if (!d) return NULL;
+  if (f->nargs == 1)
+    snprintf(buf, n, "%s(%s, %s)", d, a, p);
+  else
+    snprintf(buf, n, "%s(%s, %s, %s)", d, a, b, p);
+  return buf;
+}

@@ -5,25 +5,54 @@
  * pointer to a constant dsk_gen_table.  The loader (jit.c) refuses a table whose
  * abi_version differs from DSK_GEN_ABI_VERSION.
  *
- * The struct body is written once, as a macro, and used twice: here as C, and
- * by the emitter (emit_c.c) as text pasted at the top of every generated file
- * (DSK_GEN_TABLE_TEXT), so the two can never disagree.
+ * The declarations are written once, as macros, and used twice: here as C,
+ * and by the emitter (emit_c.c) as text pasted at the top of every generated
+ * file (DSK_GEN_TABLE_TEXT), so the two can never disagree.
  *
- * Contract of the generated functions (same as SUNDIALS callbacks): they
- * return 0 on success, non-zero on failure; they read their arguments and a
- * caller-owned workspace `ws` of `nws` doubles, write only their outputs and
- * that workspace, and keep no state of their own, so one compiled model
- * serves any number of threads, each with its own workspace.
+ * Contract of the generated functions (as for SUNDIALS callbacks): they
+ * return 0 on success and non-zero on failure (2: an index computed from N is
+ * out of range); they read their arguments and a caller-owned workspace `ws`
+ * of `nws` doubles, write only their outputs and that workspace (and the
+ * tangent workspace `dws` or adjoint workspace `bws`, also nws doubles, which
+ * need no initialisation), and keep no state of their own, so one compiled
+ * model serves any number of threads, each with its own workspaces.
  *
  * Order of calls on a workspace: init(ws) once; set_inputs(p, ws) whenever the
- * parameters change; then u0/rhs/out/... any number of times.  The tangent
- * workspace `dws` (also nws doubles) holds directional derivatives of the
- * intermediates and needs no initialisation.
+ * parameters change; ws[n_slot] holds the model index N (0 after init; the
+ * solver writes it at a reset); then any function below.
+ *
+ * The functions come in families, one per model function X (DSK_FN_*):
+ *   eval[X](t, x, ws, y)                 y = X(t, x)
+ *   jvp_x[X](t, x, dx, ws, dws, y, dy)   y = X, dy = dX/dx . dx
+ *   jvp_p[X](t, x, dp, ws, dws, y, dy)   y = X, dy = dX/dp . dp
+ *   vjp_x[X](t, x, w, ws, bws, xbar)     xbar = (dX/dx)^T w   (overwritten)
+ *   vjp_p[X](t, x, w, ws, bws, pbar)     pbar = (dX/dp)^T w   (overwritten)
+ * where x is the state u, except for DSK_FN_MASS where x is the vector v that
+ * plays du/dt (mass computes M v), and DSK_FN_U0 / DSK_FN_DUDT0 which ignore t
+ * and x (their jvp_x/vjp_x are NULL).  A family is all NULL when the model
+ * does not define that function (no M: mass is the identity; no out: the
+ * outputs are the states).
  */
 #ifndef DSK_GEN_H
 #define DSK_GEN_H
 
-#define DSK_GEN_ABI_VERSION 1
+#define DSK_GEN_ABI_VERSION 2
+
+#define DSK_FN_U0 0    /* initial state u (from in) */
+#define DSK_FN_RHS 1   /* F */
+#define DSK_FN_MASS 2  /* M v */
+#define DSK_FN_OUT 3   /* out */
+#define DSK_FN_STOP 4  /* stop */
+#define DSK_FN_RESET 5 /* reset */
+#define DSK_FN_DUDT0 6 /* the values written in dudt (initial guess of du/dt) */
+#define DSK_NFN 7
+
+#define DSK_GEN_TYPES(...)                                                        \
+  typedef int (*dsk_eval_fn)(double t, const double *x, double *ws, double *y);   \
+  typedef int (*dsk_jvp_fn)(double t, const double *x, const double *dx,          \
+                            double *ws, double *dws, double *y, double *dy);      \
+  typedef int (*dsk_vjp_fn)(double t, const double *x, const double *w,           \
+                            double *ws, double *bws, double *bar);
 
 #define DSK_GEN_TABLE_BODY(...)                                              \
   int abi_version;     /* DSK_GEN_ABI_VERSION of the generator */            \
@@ -33,30 +62,27 @@
   int nstop;           /* length of stop (0 when absent) */                  \
   int has_mass;        /* 1 when the model defines M */                      \
   int nws;             /* workspace length in doubles */                     \
+  int n_slot;          /* workspace entry holding the model index N */       \
   const char *const *param_names;   /* nparams names, in order of in */      \
   const double *default_params;     /* nparams literal values of in */       \
-  /* constants: once per workspace */                                        \
-  int (*init)(double *ws);                                                   \
-  /* copies p into the workspace, computes input-dependent tensors */        \
+  int (*init)(double *ws);          /* constants: once per workspace */      \
   int (*set_inputs)(const double *p, double *ws);                            \
-  /* initial state u0 (after set_inputs) */                                  \
-  int (*u0)(double *ws, double *u);                                          \
-  /* f = F(t, u) */                                                          \
-  int (*rhs)(double t, const double *u, double *ws, double *f);              \
-  /* f = F(t, u) and df = dF/du . v (exact tangent code) */                  \
-  int (*rhs_jvp)(double t, const double *u, const double *v, double *ws,     \
-                 double *dws, double *f, double *df);                        \
-  /* y = out(t, u) */                                                        \
-  int (*out)(double t, const double *u, double *ws, double *y);
+  dsk_eval_fn eval[DSK_NFN];                                                 \
+  dsk_jvp_fn jvp_x[DSK_NFN];                                                 \
+  dsk_jvp_fn jvp_p[DSK_NFN];                                                 \
+  dsk_vjp_fn vjp_x[DSK_NFN];                                                 \
+  dsk_vjp_fn vjp_p[DSK_NFN];
 
+DSK_GEN_TYPES()
 typedef struct dsk_gen_table {
   DSK_GEN_TABLE_BODY()
 } dsk_gen_table;
 
 #define DSK_GEN_STR_(...) #__VA_ARGS__
 #define DSK_GEN_STR(...) DSK_GEN_STR_(__VA_ARGS__)
-/* The same declaration as text, for the emitter. */
-#define DSK_GEN_TABLE_TEXT \
+/* The same declarations as text, for the emitter. */
+#define DSK_GEN_TABLE_TEXT                                                   \
+  DSK_GEN_STR(DSK_GEN_TYPES()) "\n"                                          \
   "typedef struct dsk_gen_table { " DSK_GEN_STR(DSK_GEN_TABLE_BODY()) " } dsk_gen_table;\n"
 
 #endif

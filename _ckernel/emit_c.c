@@ -1,16 +1,18 @@
 /*
  * emit_c.c - tensor IR -> C source implementing the dsk_gen.h ABI.
  *
- * The output is deterministic (same IR -> byte-identical text): no
- * addresses, times or hash-order in it.  Each block becomes a loop over its
- * entries (or one statement for a single entry) whose body evaluates the
- * element expression as straight-line code, one temporary per node.  With
- * tangents on, every node that depends on the state also gets its
- * directional derivative from the rules in diff.c.
+ * The output is deterministic (same IR -> byte-identical text).  Each block's
+ * active points (sema.c) are compressed into groups of affine loops: within a
+ * group, every storage position is start + r * dr + k * dk, so a tridiagonal
+ * block of 10^5 entries is one loop and code size follows the number of
+ * blocks.  A loop body evaluates the element expression as straight-line code,
+ * one temporary per node; tangent code adds each node's directional
+ * derivative (rules in diff.c) and adjoint code recomputes the body, then
+ * scatters the result's adjoint back into the operands' adjoints.
  *
- * Where each tensor is computed follows its class: constants in init(),
- * parameter-dependent tensors in set_inputs(), time- and state-dependent
- * ones inside each function that needs them.
+ * Where each tensor is computed follows its dependencies: constants in
+ * init(), parameter-only tensors in set_inputs(), the rest inside each
+ * function that needs them.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,14 +21,36 @@
 
 #include "ir.h"
 
+enum { MODE_PRIMAL, MODE_TANGENT, MODE_ADJOINT };
+
+/* One group of affine loops over a block's points. */
+typedef struct group {
+  int R, L;          /* outer and inner trip counts */
+  int *start, *dr, *dk; /* per column; start < 0: structural zero */
+} group;
+
+typedef struct nodeval {
+  const dsk_ir_expr *e;
+  const char *p; /* primal text */
+  const char *d; /* tangent text or NULL */
+} nodeval;
+
 typedef struct emitter {
   dsk_cctx *c;
   const dsk_ir_model *m;
   char *buf;
   size_t len, cap;
-  int ntmp;      /* temporaries in the current block */
-  int tangent;   /* emitting tangent code too */
-  int in_u0;     /* u0(): the state tensor is the output */
+  /* the function being emitted */
+  int mode, seed;
+  int target;        /* tensor index of the function's result */
+  int xrole;         /* ROLE_U, or ROLE_DUDT for mass */
+  int fam;           /* DSK_FN_* */
+  /* the block being emitted */
+  const dsk_ir_block *blk;
+  const group *g;
+  int ntmp;
+  nodeval *vals;
+  int nvals, capvals;
 } emitter;
 
 #if defined(__GNUC__)
@@ -50,11 +74,9 @@ static void out(emitter *em, const char *fmt, ...) {
   em->len += (size_t)n;
 }
 
-static char *fmt(emitter *em, const char *f, ...)
 #if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
+__attribute__((format(printf, 2, 3)))
 #endif
-    ;
 static char *fmt(emitter *em, const char *f, ...) {
   char tmp[1024];
   va_list ap;
@@ -69,18 +91,19 @@ static char *number(emitter *em, double x) {
   char tmp[64];
   snprintf(tmp, sizeof tmp, "%.17g", x);
   if (!strpbrk(tmp, ".eEn")) strcat(tmp, ".0");
+  if (x < 0) return fmt(em, "(%s)", tmp);
   return dsk_strndup(em->c, tmp, strlen(tmp));
 }
 
-/* Where tensor k lives in the function being emitted (d: its tangent). */
-static const char *base(const emitter *em, int k, int d) {
+/* ---- where tensors live -------------------------------------------------- */
+
+enum { BASE_P, BASE_D, BASE_B }; /* primal, tangent, adjoint */
+
+static const char *base(const emitter *em, int k, int which) {
   const dsk_ir_tensor *t = &em->m->t[k];
-  switch (t->role) {
-    case ROLE_U: return em->in_u0 ? "u" : d ? "v" : "u";
-    case ROLE_F: return d ? "df" : "f";
-    case ROLE_OUT: return "y";
-    default: return d ? "dws" : "ws";
-  }
+  if (k == em->target) return which == BASE_P ? "y" : which == BASE_D ? "dy" : "w";
+  if (t->role == em->xrole) return which == BASE_P ? "x" : which == BASE_D ? "dx" : "bar";
+  return which == BASE_P ? "ws" : which == BASE_D ? "dws" : "bws";
 }
 
 static int ws_off(const emitter *em, int k) {
@@ -88,49 +111,155 @@ static int ws_off(const emitter *em, int k) {
   return off < 0 ? 0 : off;
 }
 
-/* The text of entry `off` (+ i when vec) of tensor k. */
-static char *entry(emitter *em, int k, int off, int vec, int d) {
-  int o = ws_off(em, k) + off;
-  if (vec) return fmt(em, "%s[%d + i]", base(em, k, d), o);
-  return fmt(em, "%s[%d]", base(em, k, d), o);
+/* ---- loops ---------------------------------------------------------------- */
+
+static int compatible(const int *a, const int *b, int w) {
+  for (int c = 0; c < w; c++)
+    if ((a[c] < 0) != (b[c] < 0)) return 0;
+  return 1;
 }
 
-typedef struct val {
-  const char *p; /* primal */
-  const char *d; /* tangent, NULL when zero */
-} val;
-
-static val expr(emitter *em, const dsk_ir_expr *e);
-
-static val temp(emitter *em, const char *p, const char *d) {
-  val v;
-  int k = em->ntmp++;
-  out(em, "    const double p%d = %s;\n", k, p);
-  v.p = fmt(em, "p%d", k);
-  v.d = NULL;
-  if (d) {
-    out(em, "    const double d%d = %s;\n", k, d);
-    v.d = fmt(em, "d%d", k);
+/* Runs: maximal stretches of points whose columns all advance by constant
+   strides; then groups: consecutive runs of one length and stride whose
+   starts advance by constant deltas. */
+static group *compress(emitter *em, const dsk_ir_block *b, int *ngroups) {
+  int w = 1 + b->nreads, n = b->npts, nruns = 0, ng = 0;
+  int *rs = dsk_alloc(em->c, (size_t)(n ? n : 1) * sizeof(int)); /* run start point */
+  int *rl = dsk_alloc(em->c, (size_t)(n ? n : 1) * sizeof(int)); /* run length */
+  int *st = dsk_alloc(em->c, (size_t)(n ? n : 1) * (size_t)w * sizeof(int)); /* strides */
+  group *g = dsk_alloc(em->c, (size_t)(n ? n : 1) * sizeof *g);
+  const int *cols = b->cols;
+  for (int p = 0; p < n;) {
+    int *s = st + (size_t)nruns * (size_t)w, len = 1;
+    const int *r0 = cols + (size_t)p * (size_t)w;
+    memset(s, 0, (size_t)w * sizeof(int));
+    if (p + 1 < n && compatible(r0, r0 + w, w)) {
+      for (int c = 0; c < w; c++) s[c] = r0[c] < 0 ? 0 : r0[w + c] - r0[c];
+      while (p + len < n) {
+        const int *a = cols + (size_t)(p + len - 1) * (size_t)w, *z = a + w;
+        int ok = compatible(a, z, w);
+        for (int c = 0; c < w && ok; c++) ok = a[c] < 0 || z[c] - a[c] == s[c];
+        if (!ok) break;
+        len++;
+      }
+    }
+    rs[nruns] = p;
+    rl[nruns] = len;
+    nruns++;
+    p += len;
   }
-  return v;
+  for (int q = 0; q < nruns;) {
+    group *G = &g[ng++];
+    const int *a = cols + (size_t)rs[q] * (size_t)w;
+    int R = 1;
+    G->L = rl[q];
+    G->start = dsk_alloc(em->c, (size_t)w * sizeof(int));
+    G->dr = dsk_alloc(em->c, (size_t)w * sizeof(int));
+    G->dk = dsk_alloc(em->c, (size_t)w * sizeof(int));
+    memcpy(G->start, a, (size_t)w * sizeof(int));
+    memcpy(G->dk, st + (size_t)q * (size_t)w, (size_t)w * sizeof(int));
+    if (q + 1 < nruns && rl[q + 1] == G->L &&
+        memcmp(st + (size_t)q * w, st + (size_t)(q + 1) * w, (size_t)w * sizeof(int)) == 0 &&
+        compatible(a, cols + (size_t)rs[q + 1] * w, w)) {
+      const int *a1 = cols + (size_t)rs[q + 1] * (size_t)w;
+      for (int c = 0; c < w; c++) G->dr[c] = a[c] < 0 ? 0 : a1[c] - a[c];
+      R = 2;
+      while (q + R < nruns) {
+        const int *x = cols + (size_t)rs[q + R - 1] * w, *y = cols + (size_t)rs[q + R] * w;
+        int ok = rl[q + R] == G->L && compatible(x, y, w) &&
+                 memcmp(st + (size_t)q * w, st + (size_t)(q + R) * w, (size_t)w * sizeof(int)) == 0;
+        for (int c = 0; c < w && ok; c++) ok = x[c] < 0 || y[c] - x[c] == G->dr[c];
+        if (!ok) break;
+        R++;
+      }
+    }
+    G->R = R;
+    q += R;
+  }
+  *ngroups = ng;
+  return g;
 }
 
-static val expr(emitter *em, const dsk_ir_expr *e) {
-  char pbuf[512], dbuf[1024];
-  val v = {NULL, NULL}, a, b = {NULL, NULL};
-  int want_d = em->tangent && e->dep == DEP_STATE;
+/* start + r * dr + k * dk for column c of the current group. */
+static char *colidx(emitter *em, int c, int off) {
+  const group *g = em->g;
+  char tmp[128];
+  int n = snprintf(tmp, sizeof tmp, "%d", g->start[c] + off);
+  if (g->R > 1 && g->dr[c]) {
+    if (g->dr[c] == 1) n += snprintf(tmp + n, sizeof tmp - (size_t)n, " + r");
+    else n += snprintf(tmp + n, sizeof tmp - (size_t)n, " + %d * r", g->dr[c]);
+  }
+  if (g->L > 1 && g->dk[c]) {
+    if (g->dk[c] == 1) snprintf(tmp + n, sizeof tmp - (size_t)n, " + k");
+    else snprintf(tmp + n, sizeof tmp - (size_t)n, " + %d * k", g->dk[c]);
+  }
+  return dsk_strndup(em->c, tmp, strlen(tmp));
+}
+
+/* The entry of read r (column 1 + r) in base `which`, or NULL for a zero. */
+static const char *read_entry(emitter *em, int r, int which) {
+  const dsk_ir_read *rd = &em->blk->reads[r];
+  if (em->g->start[1 + r] < 0) return NULL;
+  if (rd->noff)
+    return fmt(em, "%s[%s + n%d]", base(em, rd->tensor, which),
+               colidx(em, 1 + r, ws_off(em, rd->tensor)), r);
+  return fmt(em, "%s[%s]", base(em, rd->tensor, which), colidx(em, 1 + r, ws_off(em, rd->tensor)));
+}
+
+/* ---- expressions ---------------------------------------------------------------- */
+
+static nodeval *remember(emitter *em, const dsk_ir_expr *e, const char *p, const char *d) {
+  if (em->nvals == em->capvals) {
+    int cap = em->capvals ? 2 * em->capvals : 32;
+    em->vals = dsk_grow(em->c, em->vals, (size_t)em->capvals * sizeof *em->vals,
+                        (size_t)cap * sizeof *em->vals);
+    em->capvals = cap;
+  }
+  em->vals[em->nvals].e = e;
+  em->vals[em->nvals].p = p;
+  em->vals[em->nvals].d = d;
+  return &em->vals[em->nvals++];
+}
+
+static const nodeval *recall(const emitter *em, const dsk_ir_expr *e) {
+  for (int k = em->nvals - 1; k >= 0; k--)
+    if (em->vals[k].e == e) return &em->vals[k];
+  return NULL;
+}
+
+static const char *temp(emitter *em, const char *text) {
+  int k = em->ntmp++;
+  out(em, "      const double p%d = %s;\n", k, text);
+  return fmt(em, "p%d", k);
+}
+
+static const char *dtemp(emitter *em, const char *text) {
+  out(em, "      const double d%d = %s;\n", em->ntmp - 1, text);
+  return fmt(em, "d%d", em->ntmp - 1);
+}
+
+/* Forward code for e: its primal (and, in tangent mode, tangent) value. */
+static const nodeval *expr(emitter *em, const dsk_ir_expr *e) {
+  char pbuf[600], dbuf[1400];
+  int want_d = em->mode == MODE_TANGENT && (e->dep & em->seed);
+  const nodeval *a = NULL, *b = NULL;
+  const char *p, *d = NULL;
   switch (e->op) {
-    case IR_NUM: v.p = number(em, e->num); return v;
-    case IR_T: v.p = "t"; return v;
-    case IR_READ:
-      v.p = entry(em, e->tensor, e->off, e->len > 1, 0);
-      if (want_d) v.d = entry(em, e->tensor, e->off, e->len > 1, 1);
-      return v;
+    case IR_NUM: return remember(em, e, number(em, e->num), NULL);
+    case IR_T: return remember(em, e, "t", NULL);
+    case IR_NIDX: return remember(em, e, "(double)N", NULL);
+    case IR_READ: {
+      const char *pv = read_entry(em, e->read, BASE_P);
+      if (!pv) return remember(em, e, "0.0", NULL);
+      if (want_d && (em->blk->reads[e->read].dep & em->seed)) d = read_entry(em, e->read, BASE_D);
+      return remember(em, e, pv, d);
+    }
     case IR_NEG:
       a = expr(em, e->a);
-      snprintf(pbuf, sizeof pbuf, "-%s", a.p);
-      dsk_op_tangent(dbuf, sizeof dbuf, e->op, a.p, NULL, NULL, a.d, NULL);
-      return temp(em, pbuf, want_d ? dbuf : NULL);
+      snprintf(pbuf, sizeof pbuf, "-%s", a->p);
+      p = temp(em, pbuf);
+      if (want_d && a->d) d = dtemp(em, fmt(em, "-%s", a->d));
+      return remember(em, e, p, d);
     case IR_ADD:
     case IR_SUB:
     case IR_MUL:
@@ -138,75 +267,310 @@ static val expr(emitter *em, const dsk_ir_expr *e) {
       static const char ops[] = {'+', '-', '*', '/'};
       a = expr(em, e->a);
       b = expr(em, e->b);
-      snprintf(pbuf, sizeof pbuf, "%s %c %s", a.p, ops[e->op - IR_ADD], b.p);
-      v = temp(em, pbuf, NULL);
-      if (want_d) {
-        dsk_op_tangent(dbuf, sizeof dbuf, e->op, a.p, b.p, v.p, a.d, b.d);
-        out(em, "    const double d%d = %s;\n", em->ntmp - 1, dbuf);
-        v.d = fmt(em, "d%d", em->ntmp - 1);
+      snprintf(pbuf, sizeof pbuf, "%s %c %s", a->p, ops[e->op - IR_ADD], b->p);
+      p = temp(em, pbuf);
+      if (want_d && (a->d || b->d)) {
+        dsk_op_tangent(dbuf, sizeof dbuf, e->op, a->p, b->p, p, a->d, b->d);
+        d = dtemp(em, dbuf);
       }
-      return v;
+      return remember(em, e, p, d);
     }
     case IR_CALL:
       a = expr(em, e->a);
       if (e->b) b = expr(em, e->b);
-      dsk_fn_primal(pbuf, sizeof pbuf, e->fn, a.p, b.p);
-      v = temp(em, pbuf, NULL);
-      if (want_d) {
-        dsk_fn_tangent(dbuf, sizeof dbuf, e->fn, a.p, b.p, v.p, a.d, b.d);
-        out(em, "    const double d%d = %s;\n", em->ntmp - 1, dbuf);
-        v.d = fmt(em, "d%d", em->ntmp - 1);
+      dsk_fn_primal(pbuf, sizeof pbuf, e->fn, a->p, b ? b->p : NULL);
+      p = temp(em, pbuf);
+      if (want_d && (a->d || (b && b->d))) {
+        dsk_fn_tangent(dbuf, sizeof dbuf, e->fn, a->p, b ? b->p : NULL, p, a->d, b ? b->d : NULL);
+        d = dtemp(em, dbuf);
       }
-      return v;
+      return remember(em, e, p, d);
+    case IR_INTERP: break;
   }
-  v.p = "0.0";
-  return v;
+  return remember(em, e, "0.0", NULL);
 }
 
-/* One block: a loop over its entries (or a single statement). */
-static void block(emitter *em, int k, const dsk_ir_block *b) {
-  const dsk_ir_tensor *t = &em->m->t[k];
-  int with_d = em->tangent && (t->dep == DEP_STATE || t->role == ROLE_F);
-  val v;
-  em->ntmp = 0;
-  if (b->len > 1)
-    out(em, "  for (int i = 0; i < %d; i++) {\n", b->len);
-  else
-    out(em, "  {\n");
-  v = expr(em, b->e);
-  out(em, "    %s = %s;\n", entry(em, k, b->off, b->len > 1, 0), v.p);
-  if (with_d) out(em, "    %s = %s;\n", entry(em, k, b->off, b->len > 1, 1), v.d ? v.d : "0.0");
+/* Adjoint code: add adjoint `adj` of e's value into the operands it reads. */
+static void adjoint(emitter *em, const dsk_ir_expr *e, const char *adj) {
+  char buf[1400];
+  const nodeval *a, *b, *self;
+  if (!(e->dep & em->seed)) return;
+  {
+    int k = em->ntmp++;
+    out(em, "      const double a%d = %s;\n", k, adj);
+    adj = fmt(em, "a%d", k);
+  }
+  switch (e->op) {
+    case IR_READ: {
+      const dsk_ir_read *rd = &em->blk->reads[e->read];
+      const char *bar;
+      if (!(rd->dep & em->seed)) return;
+      bar = read_entry(em, e->read, BASE_B);
+      if (bar) out(em, "      %s += %s;\n", bar, adj);
+      return;
+    }
+    case IR_NEG: adjoint(em, e->a, fmt(em, "-%s", adj)); return;
+    case IR_ADD:
+      adjoint(em, e->a, adj);
+      adjoint(em, e->b, adj);
+      return;
+    case IR_SUB:
+      adjoint(em, e->a, adj);
+      adjoint(em, e->b, fmt(em, "-%s", adj));
+      return;
+    case IR_MUL:
+      a = recall(em, e->a);
+      b = recall(em, e->b);
+      adjoint(em, e->a, fmt(em, "%s * %s", adj, b->p));
+      adjoint(em, e->b, fmt(em, "%s * %s", adj, a->p));
+      return;
+    case IR_DIV:
+      b = recall(em, e->b);
+      self = recall(em, e);
+      adjoint(em, e->a, fmt(em, "%s / %s", adj, b->p));
+      adjoint(em, e->b, fmt(em, "-%s * %s / %s", adj, self->p, b->p));
+      return;
+    case IR_CALL:
+      a = recall(em, e->a);
+      b = e->b ? recall(em, e->b) : NULL;
+      self = recall(em, e);
+      if (dsk_fn_partial(buf, sizeof buf, e->fn, 0, a->p, b ? b->p : NULL, self->p))
+        adjoint(em, e->a, fmt(em, "%s * %s", adj, buf));
+      if (e->b && dsk_fn_partial(buf, sizeof buf, e->fn, 1, a->p, b->p, self->p))
+        adjoint(em, e->b, fmt(em, "%s * %s", adj, buf));
+      return;
+    default: return;
+  }
+}
+
+/* ---- blocks and tensors ------------------------------------------------------------ */
+
+static void open_loops(emitter *em) {
+  if (em->g->R > 1) out(em, "  for (int r = 0; r < %d; r++) {\n", em->g->R);
+  else out(em, "  {\n");
+  if (em->g->L > 1) out(em, "    for (int k = 0; k < %d; k++) {\n", em->g->L);
+  else out(em, "    {\n");
+}
+
+static void close_loops(emitter *em) { out(em, "    }\n  }\n"); }
+
+/* Run-time offsets of reads indexed by N, checked against their range. */
+static void n_offsets(emitter *em, const dsk_ir_block *b) {
+  for (int r = 0; r < b->nreads; r++) {
+    const dsk_ir_read *rd = &b->reads[r];
+    if (!rd->noff) continue;
+    out(em, "  const int n%d = %s;\n  if (n%d < 0 || n%d > %d) return 2;\n", r, rd->noff, r, r,
+        rd->ext[0] - 1);
+  }
+}
+
+static void block(emitter *em, int k, const dsk_ir_block *b, int with_d) {
+  int ng;
+  group *gs = compress(em, b, &ng);
+  const char *op = b->contract ? "+=" : "=";
+  if (b->npts == 0) return;
+  out(em, "  {\n");
+  n_offsets(em, b);
+  em->blk = b;
+  for (int q = 0; q < ng; q++) {
+    const nodeval *v;
+    em->g = &gs[q];
+    em->ntmp = 0;
+    em->nvals = 0;
+    open_loops(em);
+    v = expr(em, b->e);
+    out(em, "      %s[%s] %s %s;\n", base(em, k, BASE_P), colidx(em, 0, ws_off(em, k)), op, v->p);
+    if (with_d)
+      out(em, "      %s[%s] %s %s;\n", base(em, k, BASE_D), colidx(em, 0, ws_off(em, k)), op,
+          v->d ? v->d : "0.0");
+    close_loops(em);
+  }
   out(em, "  }\n");
 }
 
-static void tensor(emitter *em, int k) {
-  const dsk_ir_tensor *t = &em->m->t[k];
-  out(em, "  /* %s */\n", t->name);
-  for (int j = 0; j < t->nblocks; j++) block(em, k, &t->blocks[j]);
+static void block_adjoint(emitter *em, int k, const dsk_ir_block *b) {
+  int ng;
+  group *gs;
+  if (b->npts == 0 || !(b->e->dep & em->seed)) return;
+  gs = compress(em, b, &ng);
+  out(em, "  {\n");
+  n_offsets(em, b);
+  em->blk = b;
+  for (int q = ng - 1; q >= 0; q--) {
+    em->g = &gs[q];
+    em->ntmp = 0;
+    em->nvals = 0;
+    open_loops(em);
+    expr(em, b->e);
+    adjoint(em, b->e, fmt(em, "%s[%s]", base(em, k, BASE_B), colidx(em, 0, ws_off(em, k))));
+    close_loops(em);
+  }
+  out(em, "  }\n");
 }
 
-/* Mark the time- and state-dependent intermediates that tensor k needs. */
-static void mark_needed(const dsk_ir_model *m, int k, unsigned char *need) {
+static void zero(emitter *em, int k, int which) {
+  const dsk_ir_tensor *t = &em->m->t[k];
+  out(em, "  for (int i = 0; i < %d; i++) %s[%d + i] = 0.0;\n", t->nnz, base(em, k, which),
+      ws_off(em, k));
+}
+
+/* Forward code for tensor k (tangents too in tangent mode when it has any). */
+static void tensor(emitter *em, int k) {
+  const dsk_ir_tensor *t = &em->m->t[k];
+  int with_d = em->mode == MODE_TANGENT && ((t->dep & em->seed) || k == em->target);
+  out(em, "  /* %s */\n", t->name);
+  if (t->zero_fill) {
+    zero(em, k, BASE_P);
+    if (with_d) zero(em, k, BASE_D);
+  }
+  for (int j = 0; j < t->nblocks; j++) block(em, k, &t->blocks[j], with_d);
+}
+
+/* Mark the intermediates that tensor k reads, directly or not, whose
+   dependencies meet `mask`. */
+static void mark(const dsk_ir_model *m, int k, int mask, unsigned char *need) {
   for (int j = 0; j < m->nt; j++) {
     const dsk_ir_tensor *t = &m->t[j];
-    if (!m->t[k].reads[j] || need[j] || t->role != ROLE_OTHER || t->dep < DEP_TIME) continue;
+    if (!m->t[k].reads[j] || need[j] || t->role != ROLE_OTHER || !(t->dep & mask)) continue;
     need[j] = 1;
-    mark_needed(m, j, need);
+    mark(m, j, mask, need);
   }
 }
 
-/* The intermediates tensor k needs, in definition order, then k itself. */
-static void tensor_with_deps(emitter *em, int k) {
+static unsigned char *needed(emitter *em, int mask) {
   unsigned char *need = dsk_alloc(em->c, (size_t)em->m->nt);
-  mark_needed(em->m, k, need);
-  for (int j = 0; j < em->m->nt; j++)
-    if (need[j]) tensor(em, j);
-  tensor(em, k);
+  mark(em->m, em->target, mask, need);
+  return need;
 }
 
-static void classed(emitter *em, int dep) {
-  for (int k = 0; k < em->m->nt; k++)
-    if (em->m->t[k].role == ROLE_OTHER && em->m->t[k].dep == dep) tensor(em, k);
+/* ---- functions -------------------------------------------------------------------- */
+
+static const char *const fam_name[DSK_NFN] = {"u0", "rhs", "mass", "out", "stop", "reset", "dudt0"};
+
+static int fam_target(const dsk_ir_model *m, int fam) {
+  switch (fam) {
+    case DSK_FN_U0: return m->iu;
+    case DSK_FN_RHS: return m->iF;
+    case DSK_FN_MASS: return m->iM;
+    case DSK_FN_OUT: return m->iout;
+    case DSK_FN_STOP: return m->istop;
+    case DSK_FN_RESET: return m->ireset;
+    default: return m->idudt;
+  }
+}
+
+static void prologue(emitter *em) {
+  out(em, "  const int N = (int)ws[%d];\n  (void)N; (void)t; (void)x;\n", em->m->n_slot);
+}
+
+static void emit_eval(emitter *em) {
+  unsigned char *need = needed(em, DEP_DYNAMIC);
+  em->mode = MODE_PRIMAL;
+  out(em, "static int %s_eval(double t, const double *x, double *ws, double *y) {\n",
+      fam_name[em->fam]);
+  prologue(em);
+  for (int j = 0; j < em->m->nt; j++)
+    if (need[j]) tensor(em, j);
+  tensor(em, em->target);
+  out(em, "  return 0;\n}\n\n");
+}
+
+static int seed_of(const emitter *em, int wrt_p) {
+  if (wrt_p) return DEP_IN;
+  return em->xrole == ROLE_DUDT ? DEP_DUDT : DEP_STATE;
+}
+
+static void copy_in(emitter *em, const char *to, const char *from) {
+  if (em->m->iin < 0) return;
+  out(em, "  for (int i = 0; i < %d; i++) %s[%d + i] = %s[i];\n", em->m->nparams, to,
+      em->m->t[em->m->iin].ws_off, from);
+}
+
+static void emit_jvp(emitter *em, int wrt_p) {
+  unsigned char *need;
+  em->mode = MODE_TANGENT;
+  em->seed = seed_of(em, wrt_p);
+  need = needed(em, DEP_DYNAMIC | em->seed);
+  out(em, "static int %s_jvp_%c(double t, const double *x, const double *dx, double *ws,\n"
+          "    double *dws, double *y, double *dy) {\n",
+      fam_name[em->fam], wrt_p ? 'p' : 'x');
+  prologue(em);
+  out(em, "  (void)dx; (void)dws;\n");
+  if (wrt_p) copy_in(em, "dws", "dx");
+  for (int j = 0; j < em->m->nt; j++)
+    if (need[j]) tensor(em, j);
+  tensor(em, em->target);
+  out(em, "  return 0;\n}\n\n");
+}
+
+static void emit_vjp(emitter *em, int wrt_p) {
+  unsigned char *need, *adj;
+  const dsk_ir_model *m = em->m;
+  int nbar = wrt_p ? m->nparams : m->nstates;
+  em->seed = seed_of(em, wrt_p);
+  need = needed(em, DEP_DYNAMIC);
+  adj = needed(em, em->seed);
+  out(em, "static int %s_vjp_%c(double t, const double *x, const double *w, double *ws,\n"
+          "    double *bws, double *bar) {\n",
+      fam_name[em->fam], wrt_p ? 'p' : 'x');
+  prologue(em);
+  out(em, "  (void)w; (void)bws;\n");
+  em->mode = MODE_PRIMAL;
+  for (int j = 0; j < m->nt; j++)
+    if (need[j]) tensor(em, j);
+  em->mode = MODE_ADJOINT;
+  out(em, "  for (int i = 0; i < %d; i++) bar[i] = 0.0;\n", nbar);
+  for (int j = 0; j < m->nt; j++)
+    if (adj[j] || (wrt_p && j == m->iin)) zero(em, j, BASE_B);
+  for (int b = m->t[em->target].nblocks - 1; b >= 0; b--)
+    block_adjoint(em, em->target, &m->t[em->target].blocks[b]);
+  for (int j = m->nt - 1; j >= 0; j--) {
+    if (!adj[j]) continue;
+    for (int b = m->t[j].nblocks - 1; b >= 0; b--) block_adjoint(em, j, &m->t[j].blocks[b]);
+  }
+  if (wrt_p && m->iin >= 0)
+    out(em, "  for (int i = 0; i < %d; i++) bar[i] = bws[%d + i];\n", m->nparams,
+        m->t[m->iin].ws_off);
+  out(em, "  return 0;\n}\n\n");
+}
+
+/* Without `out`, the outputs are the states. */
+static void emit_identity_out(emitter *em) {
+  int n = em->m->nstates, np = em->m->nparams;
+  out(em, "static int out_eval(double t, const double *x, double *ws, double *y) {\n"
+          "  (void)t; (void)ws;\n  for (int i = 0; i < %d; i++) y[i] = x[i];\n  return 0;\n}\n\n", n);
+  out(em, "static int out_jvp_x(double t, const double *x, const double *dx, double *ws,\n"
+          "    double *dws, double *y, double *dy) {\n  (void)t; (void)ws; (void)dws;\n"
+          "  for (int i = 0; i < %d; i++) { y[i] = x[i]; dy[i] = dx[i]; }\n  return 0;\n}\n\n", n);
+  out(em, "static int out_jvp_p(double t, const double *x, const double *dx, double *ws,\n"
+          "    double *dws, double *y, double *dy) {\n  (void)t; (void)dx; (void)ws; (void)dws;\n"
+          "  for (int i = 0; i < %d; i++) { y[i] = x[i]; dy[i] = 0.0; }\n  return 0;\n}\n\n", n);
+  out(em, "static int out_vjp_x(double t, const double *x, const double *w, double *ws,\n"
+          "    double *bws, double *bar) {\n  (void)t; (void)x; (void)ws; (void)bws;\n"
+          "  for (int i = 0; i < %d; i++) bar[i] = w[i];\n  return 0;\n}\n\n", n);
+  out(em, "static int out_vjp_p(double t, const double *x, const double *w, double *ws,\n"
+          "    double *bws, double *bar) {\n  (void)t; (void)x; (void)w; (void)ws; (void)bws;\n"
+          "  for (int i = 0; i < %d; i++) bar[i] = 0.0;\n  return 0;\n}\n\n", np);
+}
+
+static void family(emitter *em, int fam, unsigned char *present) {
+  const dsk_ir_model *m = em->m;
+  em->fam = fam;
+  em->target = fam_target(m, fam);
+  em->xrole = fam == DSK_FN_MASS ? ROLE_DUDT : ROLE_U;
+  present[fam] = 1;
+  if (em->target < 0) {
+    present[fam] = fam == DSK_FN_OUT;
+    if (fam == DSK_FN_OUT) emit_identity_out(em);
+    return;
+  }
+  emit_eval(em);
+  if (fam != DSK_FN_U0 && fam != DSK_FN_DUDT0) {
+    emit_jvp(em, 0);
+    emit_vjp(em, 0);
+  }
+  emit_jvp(em, 1);
+  emit_vjp(em, 1);
 }
 
 static void header(emitter *em) {
@@ -221,67 +585,58 @@ static void header(emitter *em) {
   out(em, "0.0};\n\n");
 }
 
-static void functions(emitter *em) {
+static void setup_functions(emitter *em) {
   const dsk_ir_model *m = em->m;
-  out(em, "static int init(double *ws) {\n  (void)ws;\n");
-  classed(em, DEP_CONST);
+  em->mode = MODE_PRIMAL;
+  em->target = -1;
+  em->xrole = -1;
+  out(em, "static int init(double *ws) {\n  const double t = 0.0; const double *x = 0;\n");
+  out(em, "  for (int i = 0; i < %d; i++) ws[i] = 0.0;\n", m->nws);
+  prologue(em);
+  for (int k = 0; k < m->nt; k++)
+    if (m->t[k].role == ROLE_OTHER && m->t[k].dep == 0) tensor(em, k);
   out(em, "  return 0;\n}\n\n");
-
-  out(em, "static int set_inputs(const double *p, double *ws) {\n  (void)p; (void)ws;\n");
-  if (m->iin >= 0)
-    out(em, "  for (int i = 0; i < %d; i++) ws[%d + i] = p[i];\n", m->nparams,
-        m->t[m->iin].ws_off);
-  classed(em, DEP_INPUT);
-  out(em, "  return 0;\n}\n\n");
-
-  out(em, "static int u0(double *ws, double *u) {\n  (void)ws;\n");
-  em->in_u0 = 1;
-  tensor(em, m->iu);
-  em->in_u0 = 0;
-  out(em, "  return 0;\n}\n\n");
-
-  out(em, "static int rhs(double t, const double *u, double *ws, double *f) {\n"
-          "  (void)t; (void)u; (void)ws;\n");
-  tensor_with_deps(em, m->iF);
-  out(em, "  return 0;\n}\n\n");
-
-  out(em, "static int rhs_jvp(double t, const double *u, const double *v, double *ws,\n"
-          "                   double *dws, double *f, double *df) {\n"
-          "  (void)t; (void)u; (void)v; (void)ws; (void)dws;\n");
-  em->tangent = 1;
-  tensor_with_deps(em, m->iF);
-  em->tangent = 0;
-  out(em, "  return 0;\n}\n\n");
-
-  out(em, "static int out(double t, const double *u, double *ws, double *y) {\n"
-          "  (void)t; (void)u; (void)ws;\n");
-  if (m->iout >= 0)
-    tensor_with_deps(em, m->iout);
-  else
-    out(em, "  for (int i = 0; i < %d; i++) y[i] = u[i];\n", m->nstates);
-  out(em, "  return 0;\n}\n\n");
+  out(em, "static int set_inputs(const double *p, double *ws) {\n"
+          "  const double t = 0.0; const double *x = 0;\n");
+  prologue(em);
+  copy_in(em, "ws", "p");
+  for (int k = 0; k < m->nt; k++)
+    if (m->t[k].role == ROLE_OTHER && m->t[k].dep == DEP_IN) tensor(em, k);
+  out(em, "  (void)p;\n  return 0;\n}\n\n");
 }
 
-static void table(emitter *em) {
+static void table(emitter *em, const unsigned char *present) {
   const dsk_ir_model *m = em->m;
+  static const char *const kinds[] = {"eval", "jvp_x", "jvp_p", "vjp_x", "vjp_p"};
   out(em, "const dsk_gen_table *dsk_model_table(void);\n");
-  out(em, "const dsk_gen_table *dsk_model_table(void) {\n"
-          "  static const dsk_gen_table tab = {\n");
-  out(em, "    %d, %d, %d, %d, 0, 0, %d,\n", DSK_GEN_ABI_VERSION, m->nstates, m->nparams, m->nout,
-      m->nws);
-  out(em, "    param_names, default_params,\n"
-          "    init, set_inputs, u0, rhs, rhs_jvp, out,\n  };\n  return &tab;\n}\n");
+  out(em, "const dsk_gen_table *dsk_model_table(void) {\n  static const dsk_gen_table tab = {\n");
+  out(em, "    .abi_version = %d, .nstates = %d, .nparams = %d, .nout = %d, .nstop = %d,\n",
+      DSK_GEN_ABI_VERSION, m->nstates, m->nparams, m->nout, m->nstop);
+  out(em, "    .has_mass = %d, .nws = %d, .n_slot = %d,\n", m->iM >= 0, m->nws, m->n_slot);
+  out(em, "    .param_names = param_names, .default_params = default_params,\n"
+          "    .init = init, .set_inputs = set_inputs,\n");
+  for (int kd = 0; kd < 5; kd++) {
+    out(em, "    .%s = {", kinds[kd]);
+    for (int f = 0; f < DSK_NFN; f++) {
+      int has = present[f] && !((f == DSK_FN_U0 || f == DSK_FN_DUDT0) && (kd == 1 || kd == 3));
+      if (has) out(em, "[%d] = %s_%s, ", f, fam_name[f], kinds[kd]);
+    }
+    out(em, "},\n");
+  }
+  out(em, "  };\n  return &tab;\n}\n");
 }
 
 char *dsk_emit_c(dsk_cctx *c, const dsk_ir_model *m) {
   emitter em;
+  unsigned char present[DSK_NFN] = {0};
   char *text;
   memset(&em, 0, sizeof em);
   em.c = c;
   em.m = m;
   header(&em);
-  functions(&em);
-  table(&em);
+  setup_functions(&em);
+  for (int f = 0; f < DSK_NFN; f++) family(&em, f, present);
+  table(&em, present);
   text = malloc(em.len + 1);
   if (!text) {
     dsk_status_set(c->st, DSK_E_NOMEM, "out of memory emitting C");

@@ -77,7 +77,7 @@ static int model_failed(dsk_solver *s, const char *fn, int rc, double t) {
 
 static int rhs_fn(realtype t, N_Vector y, N_Vector ydot, void *data) {
   dsk_solver *s = data;
-  int rc = s->tab->rhs(t, NV_DATA_S(y), s->ws, NV_DATA_S(ydot));
+  int rc = s->tab->eval[DSK_FN_RHS](t, NV_DATA_S(y), s->ws, NV_DATA_S(ydot));
   return rc ? model_failed(s, "rhs", rc, t) : 0;
 }
 
@@ -95,7 +95,7 @@ static int jac_fn(realtype t, N_Vector y, N_Vector fy, SUNMatrix J, void *data, 
     double *col = SM_COLUMN_D(J, j);
     memset(col, 0, (size_t)s->n * sizeof *col);
     v[j] = 1.0;
-    int rc = s->tab->rhs_jvp(t, u, v, s->ws, s->dws, f, col);
+    int rc = s->tab->jvp_x[DSK_FN_RHS](t, u, v, s->ws, s->dws, f, col);
     v[j] = 0.0;
     if (rc) return model_failed(s, "rhs_jvp", rc, t);
   }
@@ -237,7 +237,11 @@ int dsk_solver_create(const dsk_model *m, const dsk_solver_options *o, dsk_solve
     return dsk_status_set(st, DSK_E_ARG, "the model table has negative sizes");
   if (tab->has_mass)
     return dsk_status_set(st, DSK_E_ARG,
-                          "the model has a mass matrix; the CVODES BDF solver needs M = I");
+                          "the model has a mass matrix (M): DAE solving with IDAS is not "
+                          "available yet; the CVODES BDF solver needs M = I");
+  if (tab->nstop > 0)
+    return dsk_status_set(st, DSK_E_ARG,
+                          "the model has events (stop): event handling is not available yet");
   dsk_solver_options defaults;
   dsk_solver_options_default(&defaults);
   if (!o) o = &defaults;
@@ -308,7 +312,8 @@ static void collect_stats(dsk_solver *s) {
 static int start_solve(dsk_solver *s, const double *p, dsk_status *st) {
   int frc = s->tab->set_inputs(p, s->ws);
   if (frc) return model_error(s, "set_inputs", frc, s->opt.t0, st);
-  frc = s->tab->u0(s->ws, NV_DATA_S(s->y));
+  s->ws[s->tab->n_slot] = 0.0; /* the model index N starts at 0 */
+  frc = s->tab->eval[DSK_FN_U0](s->opt.t0, NULL, s->ws, NV_DATA_S(s->y));
   if (frc) return model_error(s, "u0", frc, s->opt.t0, st);
   int rc = cv_check(s, CVodeReInit(s->cvode, s->opt.t0, s->y), "CVodeReInit", st);
   if (rc != DSK_OK) return rc;
@@ -351,7 +356,7 @@ static int advance(dsk_solver *s, double tout, dsk_status *st) {
 
 /* Writes out(t, y) into column j of the row-major nout x nt array. */
 static int store_output(dsk_solver *s, double t, double *y, int nt, int j, dsk_status *st) {
-  int frc = s->tab->out(t, NV_DATA_S(s->y), s->ws, s->yout);
+  int frc = s->tab->eval[DSK_FN_OUT](t, NV_DATA_S(s->y), s->ws, s->yout);
   if (frc) return model_error(s, "out", frc, t, st);
   for (int i = 0; i < s->tab->nout; i++) y[(size_t)i * (size_t)nt + (size_t)j] = s->yout[i];
   return DSK_OK;

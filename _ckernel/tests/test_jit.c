@@ -21,7 +21,7 @@ void suite_jit(void);
 static const char decay_fmt[] =
     "static int init(double *ws) { (void)ws; return 0; }\n"
     "static int set_inputs(const double *p, double *ws) { ws[0] = p[0]; ws[1] = p[1]; return 0; }\n"
-    "static int u0(double *ws, double *u) { u[0] = ws[1]; return 0; }\n"
+    "static int u0(double t, const double *x, double *ws, double *u) { (void)t; (void)x; u[0] = ws[1]; return 0; }\n"
     "static int rhs(double t, const double *u, double *ws, double *f) {\n"
     "  (void)t; f[0] = -ws[0] * u[0]; return 0; }\n"
     "static int rhs_jvp(double t, const double *u, const double *v, double *ws, double *dws,\n"
@@ -31,8 +31,10 @@ static const char decay_fmt[] =
     "  (void)t; (void)ws; y[0] = u[0]; return 0; }\n"
     "static const char *const names[] = {\"k\", \"a0\"};\n"
     "static const double defaults[] = {1.0, 1.0};\n"
-    "static const dsk_gen_table table = {%d, 1, 2, 1, 0, 0, 2, names, defaults,\n"
-    "  init, set_inputs, u0, rhs, rhs_jvp, out};\n"
+    "static const dsk_gen_table table = {.abi_version = %d, .nstates = 1, .nparams = 2,\n"
+    "  .nout = 1, .nws = 3, .n_slot = 2, .param_names = names, .default_params = defaults,\n"
+    "  .init = init, .set_inputs = set_inputs, .eval = {[0] = u0, [1] = rhs, [3] = out},\n"
+    "  .jvp_x = {[1] = rhs_jvp}};\n"
     "const dsk_gen_table *dsk_model_table(void) { return &table; }\n";
 
 /* Returns malloc'd C source: the ABI text, then the decay model. */
@@ -100,16 +102,16 @@ static void test_load_and_cache(const char *root) {
   if (m) {
     const dsk_gen_table *t = dsk_model_table(m);
     CHECK(t != NULL && t->abi_version == DSK_GEN_ABI_VERSION);
-    CHECK(t != NULL && t->nstates == 1 && t->nparams == 2 && t->nws == 2);
+    CHECK(t != NULL && t->nstates == 1 && t->nparams == 2 && t->nws == 3);
     CHECK(t != NULL && strcmp(t->param_names[1], "a0") == 0);
     CHECK(strncmp(dsk_model_path(m), root, strlen(root)) == 0);
     CHECK(strstr(dsk_model_path(m), ".so") != NULL);
     struct stat sb;
     CHECK(stat(dsk_model_path(m), &sb) == 0 && (sb.st_mode & 022) == 0);
-    double ws[2], u[1], f[1], p[2] = {2.0, 3.0};
-    CHECK(t->init(ws) == 0 && t->set_inputs(p, ws) == 0 && t->u0(ws, u) == 0);
+    double ws[3], u[1], f[1], p[2] = {2.0, 3.0};
+    CHECK(t->init(ws) == 0 && t->set_inputs(p, ws) == 0 && t->eval[DSK_FN_U0](0.0, NULL, ws, u) == 0);
     CHECK(u[0] == 3.0);
-    CHECK(t->rhs(0.0, u, ws, f) == 0 && f[0] == -6.0);
+    CHECK(t->eval[DSK_FN_RHS](0.0, u, ws, f) == 0 && f[0] == -6.0);
   }
 
   /* a hit: same text, same options, no compiler run */

@@ -47,22 +47,35 @@ static void test_errors(void) {
   expect_error("u_i { x = 1, x = 2 }\nF_i { 1, 2 }", 1, 14, "'x' is already defined");
   expect_error("u_i { 1, 2 }\nF_i { 1, 2, 3 }", 2, 1, "F has length 3 but u has length 2");
   expect_error("a_i { 1, 2 }\nb_i { 1, 2, 3 }\nu_i { (0:2): 1 }\nF_i { a_i + b_i }", 4, 7,
-               "lengths 2 and 3");
+               "(i=2) and (i=3) do not broadcast");
   expect_error("u { 1 }\nF { foo(u) }", 2, 5, "unknown function 'foo'");
   expect_error("u { 1 }\nF { pow(u) }", 2, 5, "takes 2 arguments, not 1");
   expect_error("u { 1 }", 1, 1, "no right-hand side");
   expect_error("F { 1 }", 1, 1, "no state");
   expect_error("u { 1 }\nF { t }\nt { 2 }", 3, 1, "reserved name");
-  expect_error("u_i { 1, 2 }\nF_i { u }", 2, 7, "'u' is a vector of length 2");
+  expect_error("u_i { 1, 2 }\nF_i { u }", 2, 7, "'u' has rank 1 (shape 2); index it, e.g. u_i");
   expect_error("u { 1 }\nF { u_i }", 2, 5, "scalar");
   expect_error("u { t }\nF { 1 }", 1, 1, "initial state u may depend only");
   expect_error("in_i { k = 1, 2 }\nu { 1 }\nF { 1 }", 1, 15, "needs a name");
   expect_error("in_i { k = t }\nu { 1 }\nF { 1 }", 1, 12, "must be a number");
   expect_error("u { 1, 2 }\nF { 1 }", 1, 8, "'u' is a scalar");
-  expect_error("u_i { 1, 2 }\nF_i { (0:2): u_i, (3:4): 1 }", 2, 19, "starts at 3");
+  expect_error("u_i { 1, 2 }\nF_i { (0:2): u_i, (1:2): 1 }", 2, 19, "overlaps an earlier one");
   expect_error("u { 1 }\nF { F }", 2, 5, "own definition");
   expect_error("u { 1 }\nF { 1 }\nout { F }", 3, 7, "cannot be read");
   expect_error("u { 1 }\nF { 1 % 2 }", 2, 5, "index expressions");
+  expect_error("A_ij { (0:2, 0:3): 1 }\nu_i { 1, 2 }\nF_i { A_ij * u_j }", 3, 7,
+               "contraction over 'j' with mismatched sizes 3 and 2");
+  expect_error("u_i { 1, 2 }\nF_i { (0..2, 0..2): 1 }", 2, 7, "block has 2 axes but 'F' has rank 1");
+  expect_error("A_ij { (0..2, 0..3): 1 }\nu_i { 1, 2 }\nF_i { u_i }", 1, 8, "equal widths");
+  expect_error("u_i { 1, 2 }\nF_i { u_i[2] }", 2, 7, "out of range");
+  expect_error("u_i { 1, 2 }\nF_i { u_i[N:N+3], 1 }", 2, 7, "width 3");
+  expect_error("u_i { 1, 2 }\nF_i { u_i[t] }", 2, 11, "integers and N");
+  expect_error("u_i { 1, 2 }\nF_i { u_i }\nreset_i { u_i }", 3, 1, "reset needs stop");
+  expect_error("u_i { 1, 2 }\ndudt_i { a = 0, b = 0 }\nF_i { a, u_i[0] }", 3, 1, "F must not depend on dudt");
+  expect_error("u_i { 1, 2 }\ndudt_i { a = 0, b = 0 }\nF_i { u_i }\nout_i { a }", 4, 1, "only M may depend on dudt");
+  expect_error("u_i { 1, 2 }\nF_i { u_i }\nM_i { u_i }", 3, 1, "M must not depend on the state");
+  expect_error("A_ij { (0..2, 0..2): 1 }\nu_i { 1, 2 }\nF_i { A_ij[0] }", 3, 7, "dense vectors");
+  expect_error("D_ij { (0..2, 0..2): 1 }\nu_i { 1, 2 }\nF_i { u_i / D_ij }", 3, 7, "same sparsity");
 }
 
 void suite_sema(void) {

@@ -21,7 +21,7 @@ void suite_solver(void);
 static const char decay_c[] =
     "static int init(double *ws) { ws[0] = ws[1] = 0.0; return 0; }\n"
     "static int set_inputs(const double *p, double *ws) { ws[0] = p[0]; ws[1] = p[1]; return 0; }\n"
-    "static int u0(double *ws, double *u) { u[0] = ws[1]; return 0; }\n"
+    "static int u0(double t, const double *x, double *ws, double *u) { (void)t; (void)x; u[0] = ws[1]; return 0; }\n"
     "static int rhs(double t, const double *u, double *ws, double *f) {\n"
     "  (void)t; if (ws[0] < 0) return 1; f[0] = -ws[0] * u[0]; return 0; }\n"
     "static int rhs_jvp(double t, const double *u, const double *v, double *ws, double *dws,\n"
@@ -31,8 +31,10 @@ static const char decay_c[] =
     "  (void)t; (void)ws; y[0] = u[0]; return 0; }\n"
     "static const char *const names[] = {\"k\", \"a0\"};\n"
     "static const double defaults[] = {1.0, 1.0};\n"
-    "static const dsk_gen_table table = {1, 1, 2, 1, 0, 0, 2, names, defaults,\n"
-    "  init, set_inputs, u0, rhs, rhs_jvp, out};\n"
+    "static const dsk_gen_table table = {.abi_version = 2, .nstates = 1, .nparams = 2,\n"
+    "  .nout = 1, .nws = 3, .n_slot = 2, .param_names = names, .default_params = defaults,\n"
+    "  .init = init, .set_inputs = set_inputs, .eval = {[0] = u0, [1] = rhs, [3] = out},\n"
+    "  .jvp_x = {[1] = rhs_jvp}};\n"
     "const dsk_gen_table *dsk_model_table(void) { return &table; }\n";
 
 /* Robertson: a' = -k1 a + k2 b c, b' = k1 a - k2 b c - k3 b^2, c' = k3 b^2;
@@ -41,7 +43,7 @@ static const char robertson_c[] =
     "static int init(double *ws) { (void)ws; return 0; }\n"
     "static int set_inputs(const double *p, double *ws) {\n"
     "  ws[0] = p[0]; ws[1] = p[1]; ws[2] = p[2]; return 0; }\n"
-    "static int u0(double *ws, double *u) { (void)ws; u[0] = 1; u[1] = 0; u[2] = 0; return 0; }\n"
+    "static int u0(double t, const double *x, double *ws, double *u) { (void)t; (void)x; (void)ws; u[0] = 1; u[1] = 0; u[2] = 0; return 0; }\n"
     "static int rhs(double t, const double *u, double *ws, double *f) {\n"
     "  (void)t;\n"
     "  f[0] = -ws[0] * u[0] + ws[1] * u[1] * u[2];\n"
@@ -60,8 +62,10 @@ static const char robertson_c[] =
     "  (void)t; (void)ws; y[0] = u[0]; y[1] = u[1]; y[2] = u[2]; return 0; }\n"
     "static const char *const names[] = {\"k1\", \"k2\", \"k3\"};\n"
     "static const double defaults[] = {0.04, 1e4, 3e7};\n"
-    "static const dsk_gen_table table = {1, 3, 3, 3, 0, 0, 3, names, defaults,\n"
-    "  init, set_inputs, u0, rhs, rhs_jvp, out};\n"
+    "static const dsk_gen_table table = {.abi_version = 2, .nstates = 3, .nparams = 3,\n"
+    "  .nout = 3, .nws = 4, .n_slot = 3, .param_names = names, .default_params = defaults,\n"
+    "  .init = init, .set_inputs = set_inputs, .eval = {[0] = u0, [1] = rhs, [3] = out},\n"
+    "  .jvp_x = {[1] = rhs_jvp}};\n"
     "const dsk_gen_table *dsk_model_table(void) { return &table; }\n";
 
 static dsk_model *load(const char *body, const char *root) {
