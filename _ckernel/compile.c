@@ -63,27 +63,34 @@ void dsk_arena_free(dsk_arena *a) {
   a->head = NULL;
 }
 
-/* "L:C: error: MSG\n  <source line>\n  <spaces>^~~~" */
+/* "L:C: error: MSG\n  <source line>\n  <spaces>^~~~".  Long lines are shown as
+   a window around the column, marked with "...". */
 void dsk_cerror(dsk_cctx *c, int code, dsk_span sp, const char *fmt, ...) {
+  enum { WINDOW = 160, BEFORE = 60 };
   dsk_status *st = c->st;
   char text[DSK_MSG_MAX / 2];
   const char *bol = c->src + sp.off - (sp.col - 1);
-  const char *eol = bol;
-  int n, width, i;
+  const char *eol = bol, *from, *to;
+  int n, width, caret, i;
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(text, sizeof text, fmt, ap);
   va_end(ap);
   while (*eol && *eol != '\n' && *eol != '\r') eol++;
-  n = snprintf(st->msg, sizeof st->msg, "%d:%d: error: %s\n  %.*s\n  ", sp.line, sp.col, text,
-               (int)(eol - bol > 200 ? 200 : eol - bol), bol);
+  from = bol;
+  if (sp.col - 1 > BEFORE + 20) from = bol + (sp.col - 1 - BEFORE);
+  to = eol - from > WINDOW ? from + WINDOW : eol;
+  n = snprintf(st->msg, sizeof st->msg, "%d:%d: error: %s\n  %s%.*s%s\n  ", sp.line, sp.col,
+               text, from > bol ? "..." : "", (int)(to - from), from, to < eol ? "..." : "");
+  caret = (int)(bol + sp.col - 1 - from) + (from > bol ? 3 : 0);
   width = sp.len > 0 ? sp.len : 1;
-  if (sp.col - 1 + width > (int)(eol - bol) && eol > bol + sp.col - 1)
-    width = (int)(eol - bol) - (sp.col - 1);
+  if (bol + sp.col - 1 + width > to) width = (int)(to - (bol + sp.col - 1));
   if (width < 1) width = 1;
-  for (i = 0; i < sp.col - 1 && n < (int)sizeof st->msg - 2; i++)
-    st->msg[n++] = bol[i] == '\t' ? '\t' : ' ';
-  for (i = 0; i < width && i < 200 && n < (int)sizeof st->msg - 1; i++)
+  for (i = 0; i < caret && n < (int)sizeof st->msg - 2; i++) {
+    const char *ch = from + i - (from > bol ? 3 : 0);
+    st->msg[n++] = (ch >= from && *ch == '\t') ? '\t' : ' ';
+  }
+  for (i = 0; i < width && i < WINDOW && n < (int)sizeof st->msg - 1; i++)
     st->msg[n++] = i == 0 ? '^' : '~';
   st->msg[n < (int)sizeof st->msg ? n : (int)sizeof st->msg - 1] = 0;
   st->code = code;

@@ -108,6 +108,7 @@ typedef struct dsk_ast_expr {
   double num;                 /* AST_NUM */
   int is_int;                 /* AST_NUM written as an integer */
   char op;                    /* AST_BIN */
+  dsk_span opsp;              /* AST_BIN: the operator */
   const char *name, *idx;     /* AST_NAME, AST_CALL (name), AST_STR (name) */
   struct dsk_ast_expr *a, *b, *c;
   struct dsk_ast_expr **args; /* AST_CALL */

@@ -7,6 +7,7 @@
  * leading dot).  Comments: // to end of line and / * ... * /.
  */
 #include <ctype.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +102,8 @@ static void lex_number(lexer *lx, dsk_token *t) {
     memcpy(buf, s, n);
     buf[n] = 0;
     t->num = strtod(buf, NULL);
+    if (!(t->num <= 1.7976931348623157e308))
+      dsk_cerror(lx->c, DSK_E_SYNTAX, t->sp, "number %s is too large for a double", buf);
   }
   lx->p = p;
 }

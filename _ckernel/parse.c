@@ -105,7 +105,11 @@ static dsk_ast_expr *primary(parser *ps) {
     return e;
   }
   if (accept(ps, TK_NAME)) {
-    if (ps->t->kind == TK_LPAREN && t->idx[0] == 0) {
+    if (ps->t->kind == TK_LPAREN && t->idx[0])
+      dsk_cerror(ps->c, DSK_E_SYNTAX, t->sp,
+                 "a function call takes no index: write %s(...), not %s_%s(...)", t->text, t->text,
+                 t->idx);
+    if (ps->t->kind == TK_LPAREN) {
       int cap = 4;
       ps->t++;
       e = new_expr(ps, AST_CALL, t->sp);
@@ -176,9 +180,11 @@ static dsk_ast_expr *unary(parser *ps) {
   }
 }
 
-static dsk_ast_expr *binary(parser *ps, char op, dsk_ast_expr *a, dsk_ast_expr *b) {
+static dsk_ast_expr *binary(parser *ps, char op, dsk_span opsp, dsk_ast_expr *a,
+                           dsk_ast_expr *b) {
   dsk_ast_expr *e = new_expr(ps, AST_BIN, join(a->sp, b->sp));
   e->op = op;
+  e->opsp = opsp;
   e->a = a;
   e->b = b;
   return e;
@@ -191,8 +197,10 @@ static dsk_ast_expr *term(parser *ps) {
     char op = ps->t->kind == TK_STAR ? '*' : ps->t->kind == TK_SLASH ? '/'
               : ps->t->kind == TK_PERCENT ? '%' : 0;
     if (!op) return e;
-    ps->t++;
-    e = binary(ps, op, e, unary(ps));
+    {
+      dsk_span opsp = ps->t++->sp;
+      e = binary(ps, op, opsp, e, unary(ps));
+    }
   }
 }
 
@@ -202,8 +210,10 @@ static dsk_ast_expr *expr(parser *ps) {
   for (;;) {
     char op = ps->t->kind == TK_PLUS ? '+' : ps->t->kind == TK_MINUS ? '-' : 0;
     if (!op) return e;
-    ps->t++;
-    e = binary(ps, op, e, term(ps));
+    {
+      dsk_span opsp = ps->t++->sp;
+      e = binary(ps, op, opsp, e, term(ps));
+    }
   }
 }
 
@@ -280,7 +290,7 @@ static void element(parser *ps, dsk_ast_elem *el) {
 
 /* tensor = NAME '{' [element (',' element)* [',']] '}' */
 static void tensor(parser *ps, dsk_ast_tensor *tn) {
-  const dsk_token *name = expect(ps, TK_NAME);
+  const dsk_token *name = expect(ps, TK_NAME), *open;
   int cap = 4;
   tn->name = name->text;
   tn->idx = name->idx;
@@ -290,7 +300,7 @@ static void tensor(parser *ps, dsk_ast_tensor *tn) {
                "the legacy 'in = [a, b]' list is not supported: define the parameters as a "
                "tensor with default values instead, e.g. in_i { a = 1.0, b = 2.0 }");
   if (ps->t->kind != TK_LBRACE) expected(ps, "'{' to start the definition of a tensor");
-  ps->t++;
+  open = ps->t++;
   tn->elems = dsk_alloc(ps->c, (size_t)cap * sizeof *tn->elems);
   while (ps->t->kind != TK_RBRACE) {
     if (tn->nelems == cap) {
@@ -303,7 +313,7 @@ static void tensor(parser *ps, dsk_ast_tensor *tn) {
   }
   if (ps->t->kind != TK_RBRACE) {
     if (ps->t->kind == TK_EOF)
-      dsk_cerror(ps->c, DSK_E_SYNTAX, name->sp, "'{' of tensor '%s' is never closed",
+      dsk_cerror(ps->c, DSK_E_SYNTAX, open->sp, "'{' of tensor '%s' is never closed",
                  name->text);
     expected(ps, "',' or '}'");
   }

@@ -125,8 +125,18 @@ static const symbol *lookup(const sema *s, const char *name) {
   return NULL;
 }
 
+/* A name a model may define: not reserved, not a function. */
+static void check_free_name(sema *s, const char *name, dsk_span sp) {
+  for (size_t k = 0; k < sizeof reserved / sizeof reserved[0]; k++)
+    if (strcmp(name, reserved[k]) == 0)
+      dsk_cerror(s->c, DSK_E_MODEL, sp, "'%s' is a reserved name", name);
+  if (dsk_fn_lookup(name) >= 0 || strcmp(name, "interp1d") == 0 || strcmp(name, "read") == 0)
+    dsk_cerror(s->c, DSK_E_MODEL, sp, "'%s' is the name of a function", name);
+}
+
 static void define(sema *s, const char *name, dsk_span sp, view v) {
   const symbol *old = lookup(s, name);
+  check_free_name(s, name, sp);
   if (old)
     dsk_cerror(s->c, DSK_E_MODEL, sp, "'%s' is already defined (at %d:%d)", name, old->sp.line,
                old->sp.col);
@@ -454,7 +464,7 @@ static shaped expr(sema *s, const dsk_ast_expr *a) {
       return r;
     case AST_BIN:
       if (a->op == '%')
-        dsk_cerror(s->c, DSK_E_MODEL, a->sp, "'%%' is only allowed in index expressions");
+        dsk_cerror(s->c, DSK_E_MODEL, a->opsp, "'%%' is only allowed in index expressions");
       x = expr(s, a->a);
       y = expr(s, a->b);
       r = leaf(s, a->op == '+' ? IR_ADD : a->op == '-' ? IR_SUB : a->op == '*' ? IR_MUL : IR_DIV,
@@ -663,12 +673,7 @@ static int role_of(const char *name) {
 }
 
 static void check_name(sema *s, const dsk_ast_tensor *at) {
-  for (size_t k = 0; k < sizeof reserved / sizeof reserved[0]; k++)
-    if (strcmp(at->name, reserved[k]) == 0)
-      dsk_cerror(s->c, DSK_E_MODEL, at->sp, "'%s' is a reserved name", at->name);
-  if (dsk_fn_lookup(at->name) >= 0 || strcmp(at->name, "interp1d") == 0 ||
-      strcmp(at->name, "read") == 0)
-    dsk_cerror(s->c, DSK_E_MODEL, at->sp, "'%s' is the name of a function", at->name);
+  check_free_name(s, at->name, at->sp);
   if (strlen(at->idx) > DSK_MAX_RANK)
     dsk_cerror(s->c, DSK_E_MODEL, at->sp, "tensors have rank at most %d", DSK_MAX_RANK);
   for (int a = 0; at->idx[a]; a++)
@@ -938,9 +943,11 @@ static void check_model(sema *s, const dsk_ast_model *ast) {
   const dsk_ir_tensor *u = need(s, m->iu, "the model defines no state: add u { ... }");
   need(s, m->iF, "the model defines no right-hand side: add F { ... }");
   vector_or_scalar(s, m->iu);
-  if (u->dep & ~DEP_IN)
-    dsk_cerror(s->c, DSK_E_MODEL, u->sp,
-               "the initial state u may depend only on constants and parameters, not on t, N or u");
+  for (int k = 0; k < u->nblocks; k++)
+    if (u->blocks[k].e->dep & ~DEP_IN)
+      dsk_cerror(s->c, DSK_E_MODEL, u->blocks[k].sp,
+                 "the initial state u may depend only on constants and parameters, not on t, N "
+                 "or u");
   same_shape_as_u(s, m->iF);
   same_shape_as_u(s, m->idudt);
   same_shape_as_u(s, m->iM);

@@ -79,7 +79,7 @@ static void test_errors(void) {
   expect_error("u { 1 }\nF { 1 +* u }", 2, 8, "expected an expression near '*'");
   expect_error("u { 1 }\nF { (1 + u }", 2, 12, "expected ')' near '}'");
   expect_error("u { 1 }\nF { 1 u }", 2, 7, "expected ',' or '}' near 'u'");
-  expect_error("u { 1 }\nF { 1", 2, 1, "never closed");
+  expect_error("u { 1 }\nF { 1", 2, 3, "never closed");
   expect_error("in = [a, b]\nu { 1 }", 1, 1, "define the parameters as a tensor");
   expect_error("u_i { (0..2, 0:2): 1 }", 1, 7, "'..' on every axis");
   expect_error("u_i { (3:1): 1 }", 1, 8, "empty range");
