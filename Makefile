@@ -107,3 +107,22 @@ distclean: clean
 	rm -rf $(VENV)
 
 FORCE:
+
+# libFuzzer run of the DiffSL compiler (clang, ASan + UBSan) for FUZZ_SECONDS;
+# new inputs go to build/fuzz/corpus, crashes to build/fuzz/artifacts/
+# (docs/testing.md: how to keep some in _ckernel/tests/corpus/fuzz)
+FUZZ_SECONDS ?= 60
+FUZZ_DIR := build/fuzz
+FUZZ_BIN := $(FUZZ_DIR)/fuzz_translate
+FUZZ_SEEDS := _ckernel/tests/corpus
+FUZZ_KERNEL := $(addprefix _ckernel/,error.c lex.c parse.c sema.c diff.c emit_c.c compile.c)
+
+.PHONY: fuzz
+fuzz:
+	@command -v clang >/dev/null 2>&1 || { $(call apt_install,clang); }
+	mkdir -p $(FUZZ_DIR)/corpus $(FUZZ_DIR)/artifacts
+	clang -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	  -I_ckernel _ckernel/tests/fuzz_translate.c $(FUZZ_KERNEL) -lm -o $(FUZZ_BIN)
+	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=512 -timeout=10 -rss_limit_mb=2048 \
+	  -dict=_ckernel/tests/fuzz.dict -artifact_prefix=$(FUZZ_DIR)/artifacts/ \
+	  $(FUZZ_DIR)/corpus $(FUZZ_SEEDS)/good $(FUZZ_SEEDS)/bad $(FUZZ_SEEDS)/fuzz

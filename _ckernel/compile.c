@@ -99,14 +99,16 @@ void dsk_cerror(dsk_cctx *c, int code, dsk_span sp, const char *fmt, ...) {
   longjmp(c->on_error, 1);
 }
 
-int dsk_translate(const char *src, char **c_source, dsk_status *st_arg) {
+/* The pipeline; `tr` receives the C text (and the patterns when want_patterns). */
+static int translate(const char *src, dsk_translation *tr, int want_patterns,
+                     dsk_status *st_arg) {
   dsk_cctx c;
   dsk_status local;
   dsk_status *const st = st_arg ? st_arg : &local;
   volatile int rc = DSK_OK;
   dsk_status_clear(st);
-  if (!c_source) return dsk_status_set(st, DSK_E_ARG, "dsk_translate: c_source is NULL");
-  *c_source = NULL;
+  if (!tr) return dsk_status_set(st, DSK_E_ARG, "dsk_translate: output is NULL");
+  memset(tr, 0, sizeof *tr);
   if (!src) return dsk_status_set(st, DSK_E_ARG, "dsk_translate: source is NULL");
   memset(&c, 0, sizeof c);
   c.src = src;
@@ -116,10 +118,35 @@ int dsk_translate(const char *src, char **c_source, dsk_status *st_arg) {
     dsk_token *toks = dsk_lex(&c, &ntok);
     dsk_ast_model *ast = dsk_parse(&c, toks, ntok);
     dsk_ir_model *ir = dsk_sema(&c, ast);
-    *c_source = dsk_emit_c(&c, ir);
+    if (want_patterns) dsk_ir_patterns(&c, ir, &tr->jac, &tr->mass);
+    tr->c_source = dsk_emit_c(&c, ir);
   } else {
     rc = st->code ? st->code : DSK_E_MODEL;
+    dsk_translation_free(tr);
   }
   dsk_arena_free(&c.arena);
   return rc;
+}
+
+int dsk_translate(const char *src, char **c_source, dsk_status *st) {
+  dsk_translation tr;
+  int rc;
+  if (!c_source) return dsk_status_set(st, DSK_E_ARG, "dsk_translate: c_source is NULL");
+  rc = translate(src, &tr, 0, st);
+  *c_source = tr.c_source;
+  return rc;
+}
+
+int dsk_translate_ex(const char *src, dsk_translation *out, dsk_status *st) {
+  return translate(src, out, 1, st);
+}
+
+void dsk_translation_free(dsk_translation *tr) {
+  if (!tr) return;
+  free(tr->c_source);
+  free(tr->jac.colptr);
+  free(tr->jac.rowidx);
+  free(tr->mass.colptr);
+  free(tr->mass.rowidx);
+  memset(tr, 0, sizeof *tr);
 }

@@ -109,6 +109,7 @@ typedef struct dsk_ast_expr {
   int is_int;                 /* AST_NUM written as an integer */
   char op;                    /* AST_BIN */
   dsk_span opsp;              /* AST_BIN: the operator */
+  int depth;                  /* height of the operator tree below (bounded) */
   const char *name, *idx;     /* AST_NAME, AST_CALL (name), AST_STR (name) */
   struct dsk_ast_expr *a, *b, *c;
   struct dsk_ast_expr **args; /* AST_CALL */

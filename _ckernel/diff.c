@@ -170,3 +170,131 @@ const char *dsk_fn_partial(char *buf, size_t n, int fn, int which, const char *a
     snprintf(buf, n, "%s(%s, %s, %s)", d, a, b, p);
   return buf;
 }
+
+/* ---- Jacobian sparsity ----------------------------------------------------
+ * For every stored entry of every tensor, the set of seed entries (states,
+ * or dudt for M) it depends on, propagated block by block through the
+ * operand positions sema recorded: a point's result depends on everything its
+ * reads depend on.  Sets are kept as sorted lists per entry (CSR); a tensor
+ * whose sets would grow past PATTERN_LIMIT pairs is marked as depending on
+ * everything, and a Jacobian built from one is dense. */
+
+#include <stdlib.h>
+
+#define PATTERN_LIMIT 20000000L
+
+typedef struct depset {
+  int *ptr; /* nnz + 1 */
+  int *idx;
+  int all;  /* depends on every seed entry */
+} depset;
+
+static int cmp_ll(const void *a, const void *b) {
+  long long x = *(const long long *)a, y = *(const long long *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Sets of tensor k from the sets of what it reads. */
+static void tensor_deps(dsk_cctx *c, const dsk_ir_model *m, int k, int seedbit, int nseed,
+                        depset *ds) {
+  const dsk_ir_tensor *t = &m->t[k];
+  long cap = 1024, n = 0;
+  long long *pairs = dsk_alloc(c, (size_t)cap * sizeof *pairs);
+  for (int b = 0; b < t->nblocks && !ds[k].all; b++) {
+    const dsk_ir_block *bl = &t->blocks[b];
+    int w = 1 + bl->nreads;
+    for (int p = 0; p < bl->npts && !ds[k].all; p++) {
+      const int *row = bl->cols + (size_t)p * (size_t)w;
+      for (int r = 0; r < bl->nreads && !ds[k].all; r++) {
+        const dsk_ir_read *rd = &bl->reads[r];
+        const depset *src = &ds[rd->tensor];
+        int lo = row[1 + r], hi = lo;
+        if (!(rd->dep & seedbit) || lo < 0) continue;
+        if (src->all) {
+          ds[k].all = 1;
+          break;
+        }
+        if (rd->noff) hi = lo + rd->ext[0] - 1; /* every entry N can select */
+        for (int pos = lo; pos <= hi; pos++)
+          for (int q = src->ptr[pos]; q < src->ptr[pos + 1]; q++) {
+            if (n == cap) {
+              if (cap > PATTERN_LIMIT) {
+                ds[k].all = 1;
+                break;
+              }
+              pairs = dsk_grow(c, pairs, (size_t)cap * sizeof *pairs,
+                               (size_t)cap * 2 * sizeof *pairs);
+              cap *= 2;
+            }
+            pairs[n++] = (long long)row[0] * nseed + src->idx[q];
+          }
+      }
+    }
+  }
+  ds[k].ptr = dsk_alloc(c, ((size_t)t->nnz + 1) * sizeof(int));
+  if (ds[k].all) return;
+  qsort(pairs, (size_t)n, sizeof *pairs, cmp_ll);
+  ds[k].idx = dsk_alloc(c, (size_t)(n ? n : 1) * sizeof(int));
+  {
+    long u = 0;
+    for (long q = 0; q < n; q++) {
+      if (q > 0 && pairs[q] == pairs[q - 1]) continue;
+      ds[k].ptr[pairs[q] / nseed + 1]++;
+      ds[k].idx[u++] = (int)(pairs[q] % nseed);
+    }
+    for (int e = 0; e < t->nnz; e++) ds[k].ptr[e + 1] += ds[k].ptr[e];
+  }
+}
+
+/* CSC pattern of d target / d seed, malloc'd; left empty (dense) when the
+   target depends on everything or memory runs out. */
+static void pattern(dsk_cctx *c, const dsk_ir_model *m, int target, int seed_role, int seedbit,
+                    dsk_sparsity *out) {
+  int nseed = m->nstates, nrow;
+  depset *ds;
+  memset(out, 0, sizeof *out);
+  if (target < 0) return;
+  nrow = m->t[target].nnz;
+  ds = dsk_alloc(c, (size_t)m->nt * sizeof *ds);
+  for (int k = 0; k < m->nt; k++) {
+    const dsk_ir_tensor *t = &m->t[k];
+    if (t->role == seed_role) {
+      ds[k].ptr = dsk_alloc(c, ((size_t)t->nnz + 1) * sizeof(int));
+      ds[k].idx = dsk_alloc(c, ((size_t)t->nnz + 1) * sizeof(int));
+      for (int e = 0; e < t->nnz; e++) {
+        ds[k].ptr[e + 1] = e + 1;
+        ds[k].idx[e] = e;
+      }
+    } else if (!(t->dep & seedbit)) {
+      ds[k].ptr = dsk_alloc(c, ((size_t)t->nnz + 1) * sizeof(int));
+    } else {
+      tensor_deps(c, m, k, seedbit, nseed, ds);
+    }
+  }
+  if (ds[target].all) return;
+  {
+    const depset *d = &ds[target];
+    int nnz = d->ptr[nrow];
+    int *colptr = calloc((size_t)nseed + 2, sizeof *colptr);
+    int *rowidx = malloc((size_t)(nnz ? nnz : 1) * sizeof *rowidx);
+    if (!colptr || !rowidx) {
+      free(colptr);
+      free(rowidx);
+      return; /* dense fallback */
+    }
+    for (int q = 0; q < nnz; q++) colptr[d->idx[q] + 2]++;
+    for (int j = 0; j < nseed; j++) colptr[j + 2] += colptr[j + 1];
+    for (int i = 0; i < nrow; i++) /* rows in increasing order: sorted columns */
+      for (int q = d->ptr[i]; q < d->ptr[i + 1]; q++) rowidx[colptr[d->idx[q] + 1]++] = i;
+    out->nrows = nrow;
+    out->ncols = nseed;
+    out->nnz = nnz;
+    out->colptr = colptr;
+    out->rowidx = rowidx;
+  }
+}
+
+void dsk_ir_patterns(dsk_cctx *c, const dsk_ir_model *m, dsk_sparsity *jac, dsk_sparsity *mass) {
+  pattern(c, m, m->iF, ROLE_U, DEP_STATE, jac);
+  pattern(c, m, m->iM, ROLE_DUDT, DEP_DUDT, mass);
+}

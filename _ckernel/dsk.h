@@ -61,6 +61,26 @@ int dsk_status_set(dsk_status *st, int code, const char *fmt, ...)
      "3:7: error: unknown name 'kk'\n  F { -kk * u }\n      ^"           */
 int dsk_translate(const char *src, char **c_source, dsk_status *st);
 
+/* A sparsity pattern in compressed sparse column form (row indices sorted
+   within each column). */
+typedef struct dsk_sparsity {
+  int nrows, ncols, nnz;
+  int *colptr; /* ncols + 1 */
+  int *rowidx; /* nnz */
+} dsk_sparsity;
+
+/* What the translator knows about a model besides its C source. */
+typedef struct dsk_translation {
+  char *c_source;   /* the generated C */
+  dsk_sparsity jac; /* d rhs / du (nstates x nstates) */
+  dsk_sparsity mass;/* d (M v) / dv; empty (nnz 0, colptr NULL) when there is no M */
+} dsk_translation;
+
+/* dsk_translate plus the sparsity patterns derived from the IR.  On success
+   the caller frees with dsk_translation_free; on error *out is zeroed. */
+int dsk_translate_ex(const char *src, dsk_translation *out, dsk_status *st);
+void dsk_translation_free(dsk_translation *tr);
+
 /* ---- JIT ---------------------------------------------------------------- */
 
 typedef struct dsk_jit_options {
@@ -82,6 +102,19 @@ int dsk_model_compile(const char *diffsl, const dsk_jit_options *opt, dsk_model 
 long dsk_jit_compile_count(void);
 
 const dsk_gen_table *dsk_model_table(const dsk_model *m);
+
+/* The pattern of d rhs / du: from the IR for compiled DiffSL, dense for a
+   model loaded from C text alone.  Its columns are coloured (no two columns
+   of one colour share a row), so the values cost ncolors tangent sweeps. */
+const dsk_sparsity *dsk_model_jac_pattern(const dsk_model *m);
+int dsk_model_jac_ncolors(const dsk_model *m);
+/* The values of d rhs / du at (t, u) in the pattern's order, from
+   ncolors calls of the generated tangent code.  ws: a workspace after
+   set_inputs; dws: a tangent workspace; work: 3 * nstates doubles. */
+int dsk_model_jac_values(const dsk_model *m, double t, const double *u, double *ws, double *dws,
+                         double *work, double *values);
+/* Pattern of the mass matrix (nnz 0 when the model has no M). */
+const dsk_sparsity *dsk_model_mass_pattern(const dsk_model *m);
 /* Path of the loaded shared object in the cache. */
 const char *dsk_model_path(const dsk_model *m);
 void dsk_model_free(dsk_model *m);

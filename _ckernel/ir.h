@@ -153,6 +153,11 @@ void dsk_op_tangent(char *buf, size_t n, dsk_ir_op op, const char *a, const char
 const char *dsk_fn_partial(char *buf, size_t n, int fn, int which, const char *a,
                            const char *b, const char *p);
 
+/* Sparsity of d rhs / du and d (M v) / dv as CSC, malloc'd into *jac and
+   *mass (left empty, meaning dense, when too dense to track). Never jumps
+   after allocating. */
+void dsk_ir_patterns(dsk_cctx *c, const dsk_ir_model *m, dsk_sparsity *jac, dsk_sparsity *mass);
+
 /* ---- back end (emit_c.c) ------------------------------------------------ */
 
 /* The whole C translation unit, malloc'd (caller frees). */

@@ -506,7 +506,7 @@ static int open_model(const char *path, dsk_model **out, dsk_status *st) {
   return DSK_OK;
 }
 
-int dsk_jit_load(const char *c_source, const dsk_jit_options *opt, dsk_model **out,
+int dsk_jit_open(const char *c_source, const dsk_jit_options *opt, dsk_model **out,
                  dsk_status *st) {
   dsk_status_clear(st);
   if (!out) return dsk_status_set(st, DSK_E_ARG, "dsk_jit_load: out is NULL");
@@ -559,12 +559,27 @@ int dsk_jit_load(const char *c_source, const dsk_jit_options *opt, dsk_model **o
   return open_model(final_path, out, st);
 }
 
+/* C text alone says nothing about sparsity: the Jacobian pattern is dense. */
+int dsk_jit_load(const char *c_source, const dsk_jit_options *opt, dsk_model **out,
+                 dsk_status *st) {
+  int rc = dsk_jit_open(c_source, opt, out, st);
+  if (rc == DSK_OK) {
+    rc = dsk_model_attach_patterns(*out, NULL, NULL, st);
+    if (rc != DSK_OK) {
+      dsk_model_free(*out);
+      *out = NULL;
+    }
+  }
+  return rc;
+}
+
 const dsk_gen_table *dsk_model_table(const dsk_model *m) { return m ? m->tab : NULL; }
 
 const char *dsk_model_path(const dsk_model *m) { return m ? m->path : NULL; }
 
 void dsk_model_free(dsk_model *m) {
   if (!m) return;
+  dsk_model_free_patterns(m);
   if (m->dl) dlclose(m->dl);
   free(m);
 }

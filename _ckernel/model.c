@@ -4,22 +4,27 @@
 #include "dsk.h"
 #include "model.h"
 
-/* dsk_translate then dsk_jit_load; the intermediate C text is freed on every
-   path.  *out is NULL unless DSK_OK is returned. */
+/* dsk_translate_ex, dsk_jit_open, then the translator's sparsity patterns are
+   attached; everything intermediate is freed on every path.  *out is NULL
+   unless DSK_OK is returned. */
 int dsk_model_compile(const char *diffsl, const dsk_jit_options *opt, dsk_model **out,
                       dsk_status *st) {
+  dsk_translation tr;
+  int rc;
   dsk_status_clear(st);
   if (!out) return dsk_status_set(st, DSK_E_ARG, "dsk_model_compile: out is NULL");
   *out = NULL;
   if (!diffsl) return dsk_status_set(st, DSK_E_ARG, "dsk_model_compile: source is NULL");
-  char *c_source = NULL;
-  int rc = dsk_translate(diffsl, &c_source, st);
+  rc = dsk_translate_ex(diffsl, &tr, st);
+  if (rc != DSK_OK) return rc;
+  rc = dsk_jit_open(tr.c_source, opt, out, st);
   if (rc == DSK_OK) {
-    if (c_source)
-      rc = dsk_jit_load(c_source, opt, out, st);
-    else
-      rc = dsk_status_set(st, DSK_E_MODEL, "translator returned no C source");
+    rc = dsk_model_attach_patterns(*out, &tr.jac, &tr.mass, st);
+    if (rc != DSK_OK) {
+      dsk_model_free(*out);
+      *out = NULL;
+    }
   }
-  free(c_source);
+  dsk_translation_free(&tr);
   return rc;
 }

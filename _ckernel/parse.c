@@ -25,7 +25,8 @@ typedef struct parser {
   int depth;          /* expression nesting, bounded so the C stack is too */
 } parser;
 
-#define MAX_DEPTH 200
+#define MAX_DEPTH 200 /* nested parentheses, unary operators, calls */
+#define MAX_TREE 1000 /* depth of the operator tree */
 
 static const char *tok_name(dsk_tok_kind k) {
   switch (k) {
@@ -126,6 +127,8 @@ static dsk_ast_expr *primary(parser *ps) {
         } while (accept(ps, TK_COMMA));
       }
       e->sp = join(t->sp, expect(ps, TK_RPAREN)->sp);
+      for (int k = 0; k < e->nargs; k++)
+        if (e->args[k]->depth + 1 > e->depth) e->depth = e->args[k]->depth + 1;
       return e;
     }
     e = new_expr(ps, AST_NAME, t->sp);
@@ -185,6 +188,12 @@ static dsk_ast_expr *binary(parser *ps, char op, dsk_span opsp, dsk_ast_expr *a,
   dsk_ast_expr *e = new_expr(ps, AST_BIN, join(a->sp, b->sp));
   e->op = op;
   e->opsp = opsp;
+  e->depth = 1 + (a->depth > b->depth ? a->depth : b->depth);
+  if (e->depth > MAX_TREE)
+    dsk_cerror(ps->c, DSK_E_SYNTAX, opsp,
+               "expression too deep (more than %d operations in a chain): split it into "
+               "intermediate tensors",
+               MAX_TREE);
   e->a = a;
   e->b = b;
   return e;
@@ -223,6 +232,10 @@ static int at_block(const parser *ps) {
   const dsk_token *t = ps->t;
   int depth = 0;
   if (t->kind != TK_LPAREN) return 0;
+  /* '(' INT ':' / '..' / ',' can only start a block (an unfinished one, too) */
+  if (t[1].kind == TK_NUM &&
+      (t[2].kind == TK_COLON || t[2].kind == TK_DOTDOT || t[2].kind == TK_COMMA))
+    return 1;
   for (; t->kind != TK_EOF; t++) {
     if (t->kind == TK_LPAREN) depth++;
     if (t->kind == TK_RPAREN && --depth == 0) return t[1].kind == TK_COLON;
@@ -283,6 +296,9 @@ static void element(parser *ps, dsk_ast_elem *el) {
     el->name = ps->t->text;
     el->name_sp = ps->t->sp;
     ps->t += 2;
+    if (at_block(ps))
+      dsk_cerror(ps->c, DSK_E_SYNTAX, ps->t->sp,
+                 "a block goes before the element's name: write (a:b): %s = ...", el->name);
   }
   el->expr = expr(ps);
   el->sp = join(start->sp, el->expr->sp);

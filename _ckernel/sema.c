@@ -752,7 +752,11 @@ static void place(sema *s, dsk_ir_tensor *t, pattern *pts) {
   postable pos;
   long total = 0, dense_n = 1, uniq;
   int diag_ok = t->rank >= 2, has_contract = 0;
-  for (int a = 0; a < t->rank; a++) dense_n *= t->shape[a];
+  for (int a = 0; a < t->rank; a++) {
+    if (dense_n > (1L << 62) / (t->shape[a] + 1))
+      dsk_cerror(s->c, DSK_E_MODEL, t->sp, "'%s' is too large to index", t->name);
+    dense_n *= t->shape[a];
+  }
   for (int k = 0; k < t->nblocks; k++) total += pts[k].n;
   pt_init(s->c, &pos, total);
   /* unique result tuples in order of appearance */
@@ -781,6 +785,9 @@ static void place(sema *s, dsk_ir_tensor *t, pattern *pts) {
   uniq = pos.n;
   for (int a = 1; a < t->rank; a++) diag_ok &= t->shape[a] == t->shape[0];
   if (forced_dense(t->role) || uniq == dense_n || t->rank == 0 || uniq == 0) {
+    if (dense_n > MAX_POINTS)
+      dsk_cerror(s->c, DSK_E_MODEL, t->sp, "'%s' would have more than %ld entries", t->name,
+                 MAX_POINTS);
     t->layout = LAYOUT_DENSE;
     t->nnz = (int)dense_n;
     t->zero_fill = uniq < dense_n || has_contract;
@@ -867,8 +874,12 @@ static void tensor(sema *s, const dsk_ast_tensor *at) {
       dsk_cerror(s->c, DSK_E_MODEL, at->elems[k].sp,
                  "'%s' is a scalar and holds one value; write %s_i { ... } for a vector",
                  t->name, t->name);
-    for (int a = 0; a < t->rank; a++)
+    for (int a = 0; a < t->rank; a++) {
+      if ((long)b->lo[a] + b->ext[a] > MAX_POINTS)
+        dsk_cerror(s->c, DSK_E_MODEL, at->elems[k].sp, "'%s' would have more than %ld entries",
+                   t->name, MAX_POINTS);
       if (b->lo[a] + b->ext[a] > t->shape[a]) t->shape[a] = b->lo[a] + b->ext[a];
+    }
     if (t->rank > 0) next0 = b->lo[0] + b->ext[0];
     if (at->elems[k].name) name_element(s, &at->elems[k], b);
   }
@@ -972,18 +983,22 @@ static void check_model(sema *s, const dsk_ast_model *ast) {
 }
 
 /* Workspace: N, then in, then every intermediate, in definition order. */
-static void layout(dsk_ir_model *m) {
-  int off = 1;
+static void layout(sema *s) {
+  dsk_ir_model *m = s->m;
+  long off = 1;
   m->n_slot = 0;
   for (int k = 0; k < m->nt; k++) {
     dsk_ir_tensor *t = &m->t[k];
     t->ws_off = -1;
     if (t->role == ROLE_IN || t->role == ROLE_OTHER) {
-      t->ws_off = off;
+      t->ws_off = (int)off;
       off += t->nnz;
+      if (off > MAX_POINTS)
+        dsk_cerror(s->c, DSK_E_MODEL, t->sp,
+                   "the model's tensors hold more than %ld entries in all", MAX_POINTS);
     }
   }
-  m->nws = off;
+  m->nws = (int)off;
 }
 
 dsk_ir_model *dsk_sema(dsk_cctx *c, const dsk_ast_model *ast) {
@@ -1002,6 +1017,6 @@ dsk_ir_model *dsk_sema(dsk_cctx *c, const dsk_ast_model *ast) {
     if (role != ROLE_OTHER) *slots[role - 1] = s.cur;
   }
   check_model(&s, ast);
-  layout(m);
+  layout(&s);
   return m;
 }

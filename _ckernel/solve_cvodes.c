@@ -37,6 +37,8 @@ struct dsk_solver {
   SUNContext ctx;
   double *ws;   /* model workspace (nws), init'ed once */
   double *dws;  /* tangent workspace (nws) */
+  double *jwork;/* 3 * nstates, for dsk_model_jac_values */
+  double *jvals;/* values of the Jacobian pattern */
   double *yout; /* one column of outputs (nout) */
   N_Vector y;
   N_Vector atolv; /* copy of the per-state absolute tolerances, or NULL */
@@ -83,21 +85,19 @@ static int rhs_fn(realtype t, N_Vector y, N_Vector ydot, void *data) {
 
 /* Dense Jacobian J = dF/du, column j from one tangent sweep with v = e_j.
    tmp1 holds the seed and tmp2 receives the (unused) value of F. */
+/* Dense Jacobian from the model's coloured tangent sweeps (jac.c): ncolors
+   calls of the generated tangent code, scattered into the columns. */
 static int jac_fn(realtype t, N_Vector y, N_Vector fy, SUNMatrix J, void *data, N_Vector tmp1,
                   N_Vector tmp2, N_Vector tmp3) {
   dsk_solver *s = data;
-  (void)fy;
-  (void)tmp3;
-  const double *u = NV_DATA_S(y);
-  double *v = NV_DATA_S(tmp1), *f = NV_DATA_S(tmp2);
-  memset(v, 0, (size_t)s->n * sizeof *v);
+  const dsk_sparsity *P = dsk_model_jac_pattern(s->model);
+  (void)fy, (void)tmp1, (void)tmp2, (void)tmp3;
+  int rc = dsk_model_jac_values(s->model, t, NV_DATA_S(y), s->ws, s->dws, s->jwork, s->jvals);
+  if (rc) return model_failed(s, "rhs_jvp", rc, t);
+  SUNMatZero(J);
   for (int j = 0; j < s->n; j++) {
     double *col = SM_COLUMN_D(J, j);
-    memset(col, 0, (size_t)s->n * sizeof *col);
-    v[j] = 1.0;
-    int rc = s->tab->jvp_x[DSK_FN_RHS](t, u, v, s->ws, s->dws, f, col);
-    v[j] = 0.0;
-    if (rc) return model_failed(s, "rhs_jvp", rc, t);
+    for (int k = P->colptr[j]; k < P->colptr[j + 1]; k++) col[P->rowidx[k]] = s->jvals[k];
   }
   return 0;
 }
@@ -188,6 +188,8 @@ void dsk_solver_free(dsk_solver *s) {
   if (s->y) N_VDestroy(s->y);
   free(s->yout);
   free(s->dws);
+  free(s->jwork);
+  free(s->jvals);
   free(s->ws);
   if (s->ctx) SUNContext_Free(&s->ctx);
   free(s);
@@ -258,8 +260,10 @@ int dsk_solver_create(const dsk_model *m, const dsk_solver_options *o, dsk_solve
   size_t nout = tab->nout > 0 ? (size_t)tab->nout : 1;
   s->ws = calloc(nws, sizeof(double));
   s->dws = calloc(nws, sizeof(double));
+  s->jwork = calloc(3 * (size_t)s->n, sizeof(double));
+  s->jvals = calloc((size_t)dsk_model_jac_pattern(m)->nnz + 1, sizeof(double));
   s->yout = calloc(nout, sizeof(double));
-  if (!s->ws || !s->dws || !s->yout) {
+  if (!s->ws || !s->dws || !s->yout || !s->jwork || !s->jvals) {
     dsk_solver_free(s);
     return dsk_status_set(st, DSK_E_NOMEM, "out of memory");
   }

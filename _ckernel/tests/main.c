@@ -10,6 +10,7 @@ void suite_sema(void);
 void suite_emit(void);
 void suite_jit(void);
 void suite_solver(void);
+void suite_corpus(void);
 
 static const struct {
   const char *name;
@@ -17,6 +18,7 @@ static const struct {
 } suites[] = {
     {"lex", suite_lex},   {"parse", suite_parse}, {"sema", suite_sema},
     {"emit", suite_emit}, {"jit", suite_jit},     {"solver", suite_solver},
+    {"corpus", suite_corpus},
 };
 
 int main(void) {

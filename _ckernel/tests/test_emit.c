@@ -323,6 +323,94 @@ static void test_large_sparse_text(void) {
   free(c);
 }
 
+/* The Jacobian from coloured tangent sweeps equals the dense one from
+   unit-vector sweeps, the pattern holds every non-zero, and a tridiagonal
+   Jacobian needs 3 colours. */
+static void check_jacobian(const char *src, const char *label, int want_colors) {
+  dsk_jit_options opt = {cache_dir, NULL};
+  dsk_model *m = NULL;
+  dsk_status st;
+  int rc = dsk_model_compile(src, &opt, &m, &st);
+  CHECK_MSG(rc == DSK_OK, "%s: %s", label, st.msg);
+  if (rc) return;
+  {
+    const dsk_gen_table *tab = dsk_model_table(m);
+    const dsk_sparsity *J = dsk_model_jac_pattern(m);
+    int n = tab->nstates;
+    double *ws = vec(tab->nws), *dws = vec(tab->nws), *u = vec(n), *e = vec(n), *f = vec(n);
+    double *col = vec(n), *work = vec(3 * n), *vals = vec(J ? J->nnz : 1);
+    unsigned seed = 5;
+    int missing = 0, wrong = 0;
+    CHECK(J != NULL && J->nrows == n && J->ncols == n);
+    if (want_colors) CHECK_MSG(dsk_model_jac_ncolors(m) == want_colors, "%s: %d colours", label,
+                               dsk_model_jac_ncolors(m));
+    tab->init(ws);
+    tab->set_inputs(tab->default_params, ws);
+    tab->eval[DSK_FN_U0](0, NULL, ws, u);
+    for (int i = 0; i < n; i++) u[i] += 0.1 * urand(&seed) + 0.05;
+    CHECK(dsk_model_jac_values(m, 0.3, u, ws, dws, work, vals) == 0);
+    for (int j = 0; j < n; j++) {
+      int k = J->colptr[j];
+      e[j] = 1.0;
+      tab->jvp_x[DSK_FN_RHS](0.3, u, e, ws, dws, f, col);
+      e[j] = 0.0;
+      for (int i = 0; i < n; i++) {
+        int in_pattern = k < J->colptr[j + 1] && J->rowidx[k] == i;
+        if (in_pattern) {
+          wrong += vals[k] != col[i];
+          k++;
+        } else {
+          missing += col[i] != 0.0;
+        }
+      }
+    }
+    CHECK_MSG(missing == 0, "%s: %d non-zeros outside the pattern", label, missing);
+    CHECK_MSG(wrong == 0, "%s: %d coloured values differ", label, wrong);
+    free(ws), free(dws), free(u), free(e), free(f), free(col), free(work), free(vals);
+  }
+  dsk_model_free(m);
+}
+
+static void test_jacobians(void) {
+  for (size_t k = 0; k < sizeof models / sizeof models[0]; k++) {
+    char label[32];
+    snprintf(label, sizeof label, "model %zu", k);
+    check_jacobian(models[k], label, 0);
+  }
+  check_jacobian("in_i { kappa = 1.0 }\n"
+                 "L_ij { (0..200, 0..200): -2.0, (0..199, 1..200): 1.0, (1..200, 0..199): 1.0 }\n"
+                 "u_i { (0:200): 1.0 }\n"
+                 "lap_i { L_ij * u_j }\n"
+                 "F_i { kappa * lap_i + sin(u_i) }\n",
+                 "tridiagonal", 3);
+  {
+    /* the pattern of the 10^5-state model, without any dense matrix */
+    dsk_translation tr;
+    dsk_status st;
+    int rc = dsk_translate_ex(
+        "L_ij { (0..100000, 0..100000): -2.0, (0..99999, 1..100000): 1.0, (1..100000, "
+        "0..99999): 1.0 }\nu_i { (0:100000): 1.0 }\nF_i { L_ij * u_j }\n",
+        &tr, &st);
+    CHECK_MSG(rc == DSK_OK, "%s", st.msg);
+    CHECK(tr.jac.nnz == 3 * 100000 - 2 && tr.jac.colptr[1] == 2 && tr.jac.rowidx[2] == 0);
+    CHECK(tr.mass.nnz == 0 && tr.mass.colptr == NULL);
+    dsk_translation_free(&tr);
+  }
+  {
+    /* mass pattern of the Robertson DAE: diag(1, 1, 0) */
+    dsk_translation tr;
+    dsk_status st;
+    char *src = slurp("examples/models/robertson_dae.ds");
+    CHECK(src && dsk_translate_ex(src, &tr, &st) == DSK_OK);
+    if (src) {
+      CHECK(tr.mass.nnz == 2 && tr.mass.colptr[3] == 2 && tr.mass.rowidx[1] == 1);
+      CHECK(tr.jac.nnz == 9);
+      dsk_translation_free(&tr);
+    }
+    free(src);
+  }
+}
+
 static void remove_cache(void) {
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", cache_dir);
@@ -345,5 +433,6 @@ void suite_emit(void) {
   test_values();
   test_contraction_values();
   test_large_sparse_text();
+  test_jacobians();
   remove_cache();
 }
