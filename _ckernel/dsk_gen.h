@@ -10,8 +10,9 @@
  * file (DSK_GEN_TABLE_TEXT), so the two can never disagree.
  *
  * Contract of the generated functions (as for SUNDIALS callbacks): they
- * return 0 on success and non-zero on failure (2: an index computed from N is
- * out of range); they read their arguments and a caller-owned workspace `ws`
+ * return 0 on success, > 0 for a recoverable failure (1: eval[DSK_FN_RHS]
+ * produced a NaN or an infinity) and < 0 for an unrecoverable one (-2: an
+ * index computed from N is out of range); they read their arguments and a caller-owned workspace `ws`
  * of `nws` doubles, write only their outputs and that workspace (and the
  * tangent workspace `dws` or adjoint workspace `bws`, also nws doubles, which
  * need no initialisation), and keep no state of their own, so one compiled

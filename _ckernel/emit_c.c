@@ -359,7 +359,7 @@ static void n_offsets(emitter *em, const dsk_ir_block *b) {
   for (int r = 0; r < b->nreads; r++) {
     const dsk_ir_read *rd = &b->reads[r];
     if (!rd->noff) continue;
-    out(em, "  const int n%d = %s;\n  if (n%d < 0 || n%d > %d) return 2;\n", r, rd->noff, r, r,
+    out(em, "  const int n%d = %s;\n  if (n%d < 0 || n%d > %d) return -2;\n", r, rd->noff, r, r,
         rd->ext[0] - 1);
   }
 }
@@ -472,6 +472,9 @@ static void emit_eval(emitter *em) {
   for (int j = 0; j < em->m->nt; j++)
     if (need[j]) tensor(em, j);
   tensor(em, em->target);
+  if (em->fam == DSK_FN_RHS) /* a NaN or inf is reported (recoverable: a smaller step may help) */
+    out(em, "  for (int i = 0; i < %d; i++)\n    if (!isfinite(y[i])) return 1;\n",
+        em->m->t[em->target].nnz);
   out(em, "  return 0;\n}\n\n");
 }
 

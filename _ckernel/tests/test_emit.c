@@ -271,11 +271,31 @@ static void test_values(void) {
     CHECK_CLOSE(y[2], 4 * mm * k, 1e-15);
     /* N out of range is an error, not a wild read */
     ws[tab->n_slot] = 3;
-    CHECK(tab->eval[DSK_FN_RESET](0, u, ws, y) == 2);
+    CHECK(tab->eval[DSK_FN_RESET](0, u, ws, y) == -2);
     ws[tab->n_slot] = 0;
     double dudt[2];
     tab->eval[DSK_FN_DUDT0](0, NULL, ws, dudt);
     CHECK(dudt[0] == 0 && dudt[1] == 0);
+  }
+  dsk_model_free(m);
+}
+
+/* rhs reports a NaN or an infinity with 1 */
+static void test_nonfinite(void) {
+  dsk_jit_options opt = {cache_dir, NULL};
+  dsk_model *m = NULL;
+  dsk_status st;
+  int rc = dsk_model_compile("u { 1 }\nF { sqrt(u - 2) }\n", &opt, &m, &st);
+  CHECK_MSG(rc == DSK_OK, "%s", st.msg);
+  if (rc) return;
+  {
+    const dsk_gen_table *tab = dsk_model_table(m);
+    double ws[8] = {0}, u = 1.0, f;
+    tab->init(ws);
+    tab->set_inputs(NULL, ws);
+    CHECK(tab->eval[DSK_FN_RHS](0, &u, ws, &f) == 1);
+    u = 3.0;
+    CHECK(tab->eval[DSK_FN_RHS](0, &u, ws, &f) == 0 && f == 1.0);
   }
   dsk_model_free(m);
 }
@@ -432,6 +452,7 @@ void suite_emit(void) {
   test_examples();
   test_values();
   test_contraction_values();
+  test_nonfinite();
   test_large_sparse_text();
   test_jacobians();
   remove_cache();
