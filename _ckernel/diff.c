@@ -7,6 +7,7 @@
  * At kinks the one-sided rule of the C library is used: abs'(0) = 0,
  * heaviside' = 0, min/max follow the argument they return (a on ties).
  */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -57,6 +58,18 @@ const char *dsk_fn_name(int fn) { return fns[fn].name; }
 /* Partials take (a, p) or (a, b, p), where p is the primal value. */
 const char *dsk_fn_prelude(void) {
   return "static double dsk_sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }\n"
+         /* interp1d: value at q; *k, *w: value = (1 - w) y[k] + w y[k + 1];
+            *s: slope dvalue/dq (0 outside the grid, where it is clamped) */
+         "static double dsk_interp1d(const double *x, const double *y, int n, double q, int *k,\n"
+         "                           double *w, double *s) {\n"
+         "  int lo = 0, hi = n - 1;\n"
+         "  if (!(q > x[0])) { *k = 0; *w = 0.0; *s = 0.0; return y[0]; }\n"
+         "  if (!(q < x[n - 1])) { *k = n - 2; *w = 1.0; *s = 0.0; return y[n - 1]; }\n"
+         "  while (hi - lo > 1) { int mid = (lo + hi) / 2; if (x[mid] <= q) lo = mid; else hi = mid; }\n"
+         "  *k = lo; *s = (y[lo + 1] - y[lo]) / (x[lo + 1] - x[lo]);\n"
+         "  *w = (q - x[lo]) / (x[lo + 1] - x[lo]);\n"
+         "  return (1.0 - *w) * y[lo] + *w * y[lo + 1];\n"
+         "}\n"
          "static double dsk_heaviside(double x) { return x >= 0.0 ? 1.0 : 0.0; }\n"
          "static double dsk_min(double a, double b) { return a <= b ? a : b; }\n"
          "static double dsk_max(double a, double b) { return a >= b ? a : b; }\n"
@@ -92,6 +105,30 @@ const char *dsk_fn_prelude(void) {
          "return a >= b ? 0.0 : 1.0; }\n"
          "static double dsk_d_copysign_a(double a, double b, double p) { (void)p; "
          "return (signbit(a) != 0) == (signbit(b) != 0) ? 1.0 : -1.0; }\n";
+}
+
+double dsk_fn_eval(int fn, double a, double b) {
+  switch (fn) {
+    case 0: return sin(a);
+    case 1: return cos(a);
+    case 2: return tan(a);
+    case 3: return exp(a);
+    case 4: return log(a);
+    case 5: return log10(a);
+    case 6: return sqrt(a);
+    case 7: return fabs(a);
+    case 8: return 1.0 / (1.0 + exp(-a));
+    case 9: return asinh(a);
+    case 10: return acosh(a);
+    case 11: return a >= 0.0 ? 1.0 : 0.0;
+    case 12: return tanh(a);
+    case 13: return sinh(a);
+    case 14: return cosh(a);
+    case 15: return pow(a, b);
+    case 16: return a <= b ? a : b;
+    case 17: return a >= b ? a : b;
+    default: return copysign(a, b);
+  }
 }
 
 void dsk_fn_primal(char *buf, size_t n, int fn, const char *a, const char *b) {
@@ -214,7 +251,7 @@ static void tensor_deps(dsk_cctx *c, const dsk_ir_model *m, int k, int seedbit, 
           ds[k].all = 1;
           break;
         }
-        if (rd->noff) hi = lo + rd->ext[0] - 1; /* every entry N can select */
+        if (rd->noff || rd->whole) hi = lo + rd->ext[0] - 1; /* every entry it may use */
         for (int pos = lo; pos <= hi; pos++)
           for (int q = src->ptr[pos]; q < src->ptr[pos + 1]; q++) {
             if (n == cap) {

@@ -42,7 +42,7 @@ typedef enum dsk_ir_op {
   IR_MUL,    /* a * b */
   IR_DIV,    /* a / b */
   IR_CALL,   /* function fn (diff.c table) of a [, b] */
-  IR_INTERP  /* interp1d over reads xr, yr (whole vectors) at a */
+  IR_INTERP  /* interp1d(grid, values, a): grid constant, values = read yr (whole) */
 } dsk_ir_op;
 
 typedef struct dsk_ir_expr {
@@ -51,7 +51,10 @@ typedef struct dsk_ir_expr {
   double num;       /* IR_NUM */
   int read;         /* IR_READ: index into the block's reads */
   int fn;           /* IR_CALL */
-  int xr, yr;       /* IR_INTERP: tensor indices of the grid and the values */
+  int yr;           /* IR_INTERP: the read holding the values (whole vector) */
+  int ngrid;        /* IR_INTERP: grid length */
+  const double *grid; /* IR_INTERP: the grid, strictly increasing (compile-time) */
+  int gid;          /* IR_INTERP: index of the grid in the model's list */
   int dep;          /* DEP_* mask */
   struct dsk_ir_expr *a, *b;
 } dsk_ir_expr;
@@ -66,6 +69,8 @@ typedef struct dsk_ir_read {
   int off[DSK_MAX_RANK];
   int ext[DSK_MAX_RANK]; /* extent of the view per axis (for run-time bounds) */
   const char *noff;
+  int whole;        /* the whole view ext[0] entries from the position is used */
+  int seq;          /* position = the point's index (values read from a file) */
   int dep;
 } dsk_ir_read;
 
@@ -84,6 +89,7 @@ typedef struct dsk_ir_block {
      the storage position written, then each read's storage position or -1 */
   int npts;
   int *cols;
+  const void *src_points;   /* sema: the points of a read('file') element */
 } dsk_ir_block;
 
 typedef enum dsk_layout { LAYOUT_DENSE, LAYOUT_DIAG, LAYOUT_SPARSE } dsk_layout;
@@ -116,17 +122,21 @@ typedef struct dsk_ir_tensor {
   dsk_ir_block *blocks;
   int nblocks;
   unsigned char *reads;      /* reads[k] = 1 when a block reads tensor k */
-  const double *consts;      /* read('file.tns') values, nnz, else NULL */
+  double *consts;            /* values known at compile time (nnz), else NULL */
+  int from_file;             /* values read by read('file.tns'): copied in init() */
 } dsk_ir_tensor;
 
 typedef struct dsk_ir_model {
   dsk_ir_tensor *t;
-  int nt;
+  int nt;                   /* tensors: the model's, then one per read('file') */
+  int ndefined;             /* the model's own tensors */
   int iu, iF, iin, iout, idudt, iM, istop, ireset; /* -1 when absent */
   int nstates, nparams, nout, nstop, nws;
   int n_slot;                /* workspace slot holding N */
   const char **param_names;
   double *defaults;
+  const dsk_ir_expr **grids; /* interp1d nodes, in order of appearance */
+  int ngrids, capgrids;
 } dsk_ir_model;
 
 dsk_ir_model *dsk_sema(dsk_cctx *c, const dsk_ast_model *ast);
@@ -148,6 +158,9 @@ void dsk_fn_tangent(char *buf, size_t n, int fn, const char *a, const char *b, c
 /* Tangent of an arithmetic node (IR_NEG..IR_DIV), same conventions. */
 void dsk_op_tangent(char *buf, size_t n, dsk_ir_op op, const char *a, const char *b,
                     const char *p, const char *da, const char *db);
+/* Value of fn at a, b, with the same definitions as the generated code
+   (for constants evaluated at compile time). */
+double dsk_fn_eval(int fn, double a, double b);
 /* Partial derivative of fn w.r.t. argument `which` (0 or 1) as a C
    expression, for the adjoint code; NULL when identically zero. */
 const char *dsk_fn_partial(char *buf, size_t n, int fn, int which, const char *a,

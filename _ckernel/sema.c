@@ -14,6 +14,7 @@
  * Then the rules of the special tensors are checked and the workspace is laid
  * out.  Errors point at the offending source text.
  */
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +88,13 @@ static long long linear(const int *shape, int rank, const int *tup) {
   return k;
 }
 
+/* A set of domain points: everything (full) or an ordered list. */
+typedef struct pattern {
+  int full;
+  long n;
+  int *pts; /* n rows of ndom ints */
+} pattern;
+
 /* ---- names ---------------------------------------------------------------- */
 
 /* A region of a tensor that a name refers to. */
@@ -106,6 +114,8 @@ typedef struct symbol {
 typedef struct sema {
   dsk_cctx *c;
   dsk_ir_model *m;
+  int nfiles;            /* read('file') tensors made so far */
+  pattern *filepts;      /* the points of the block being built, when read from a file */
   symbol *syms;
   int nsyms, capsyms;
   int cur;               /* tensor being defined */
@@ -421,12 +431,143 @@ static shaped index_ref(sema *s, const dsk_ast_expr *a) {
   }
 }
 
+/* ---- values known at compile time ------------------------------------------ */
+
+static const double *const_values(sema *s, int k);
+
+static double ceval(sema *s, const dsk_ir_block *b, const int *row, const dsk_ir_expr *e) {
+  double x, y;
+  switch (e->op) {
+    case IR_NUM: return e->num;
+    case IR_READ: {
+      int pos = row[1 + e->read];
+      return pos < 0 ? 0.0 : const_values(s, b->reads[e->read].tensor)[pos];
+    }
+    case IR_NEG: return -ceval(s, b, row, e->a);
+    case IR_ADD: return ceval(s, b, row, e->a) + ceval(s, b, row, e->b);
+    case IR_SUB: return ceval(s, b, row, e->a) - ceval(s, b, row, e->b);
+    case IR_MUL: return ceval(s, b, row, e->a) * ceval(s, b, row, e->b);
+    case IR_DIV: return ceval(s, b, row, e->a) / ceval(s, b, row, e->b);
+    case IR_CALL:
+      x = ceval(s, b, row, e->a);
+      y = e->b ? ceval(s, b, row, e->b) : 0.0;
+      return dsk_fn_eval(e->fn, x, y);
+    case IR_INTERP: {
+      const double *yv = const_values(s, b->reads[e->yr].tensor) + row[1 + e->yr];
+      const double *g = e->grid;
+      int n = e->ngrid, k = 0;
+      x = ceval(s, b, row, e->a);
+      if (!(x > g[0])) return yv[0];
+      if (!(x < g[n - 1])) return yv[n - 1];
+      while (k + 2 < n && g[k + 1] <= x) k++;
+      return yv[k] + (x - g[k]) / (g[k + 1] - g[k]) * (yv[k + 1] - yv[k]);
+    }
+    default: return 0.0;
+  }
+}
+
+/* The stored values of constant tensor k, evaluated once. */
+static const double *const_values(sema *s, int k) {
+  dsk_ir_tensor *t = &s->m->t[k];
+  if (t->consts) return t->consts;
+  t->consts = dsk_alloc(s->c, (size_t)(t->nnz ? t->nnz : 1) * sizeof(double));
+  for (int b = 0; b < t->nblocks; b++) {
+    const dsk_ir_block *bl = &t->blocks[b];
+    int w = 1 + bl->nreads;
+    for (int p = 0; p < bl->npts; p++) {
+      const int *row = bl->cols + (size_t)p * (size_t)w;
+      double v = ceval(s, bl, row, bl->e);
+      if (bl->contract)
+        t->consts[row[0]] += v;
+      else
+        t->consts[row[0]] = v;
+    }
+  }
+  return t->consts;
+}
+
+/* A whole dense vector argument of interp1d. */
+static view vector_arg(sema *s, const dsk_ast_expr *a, const char *what) {
+  view v;
+  if (a->kind != AST_NAME)
+    dsk_cerror(s->c, DSK_E_MODEL, a->sp, "the %s of interp1d must be a named vector", what);
+  v = name_view(s, a);
+  if (v.rank != 1 || s->m->t[v.tensor].rank != 1 || s->m->t[v.tensor].layout != LAYOUT_DENSE)
+    dsk_cerror(s->c, DSK_E_MODEL, a->sp, "the %s of interp1d must be a dense vector", what);
+  return v;
+}
+
+/* interp1d(x_i, y_i, q): x constant and strictly increasing, y any vector of
+   the same length, q any expression (the result has its shape). */
+static shaped interp(sema *s, const dsk_ast_expr *a) {
+  view xv, yv;
+  dsk_ir_read r;
+  shaped q, out;
+  double *grid;
+  const double *xs;
+  dsk_ir_model *m = s->m;
+  if (a->nargs != 3)
+    dsk_cerror(s->c, DSK_E_MODEL, a->sp,
+               "interp1d takes 3 arguments (grid, values, point), not %d", a->nargs);
+  xv = vector_arg(s, a->args[0], "grid");
+  if (m->t[xv.tensor].dep != 0 || m->t[xv.tensor].role != ROLE_OTHER)
+    dsk_cerror(s->c, DSK_E_MODEL, a->args[0]->sp, "the grid of interp1d must be constant");
+  if (xv.ext[0] < 2)
+    dsk_cerror(s->c, DSK_E_MODEL, a->args[0]->sp, "the grid of interp1d needs 2 points or more");
+  xs = const_values(s, xv.tensor) + xv.off[0];
+  for (int k = 1; k < xv.ext[0]; k++)
+    if (!(xs[k] > xs[k - 1]))
+      dsk_cerror(s->c, DSK_E_MODEL, a->args[0]->sp,
+                 "the grid of interp1d must be strictly increasing, but entry %d is %g after %g",
+                 k, xs[k], xs[k - 1]);
+  grid = dsk_alloc(s->c, (size_t)xv.ext[0] * sizeof *grid);
+  memcpy(grid, xs, (size_t)xv.ext[0] * sizeof *grid);
+  yv = vector_arg(s, a->args[1], "values");
+  if (yv.ext[0] != xv.ext[0])
+    dsk_cerror(s->c, DSK_E_MODEL, a->args[1]->sp,
+               "interp1d: the values have length %d but the grid has %d", yv.ext[0], xv.ext[0]);
+  memset(&r, 0, sizeof r);
+  r.tensor = yv.tensor;
+  r.rank = 1;
+  r.ax[0] = -1;
+  r.off[0] = yv.off[0];
+  r.ext[0] = yv.ext[0];
+  r.whole = 1;
+  r.dep = tensor_dep(&m->t[yv.tensor]);
+  {
+    const dsk_ir_tensor *tt = &m->t[yv.tensor];
+    if (tt->role == ROLE_F || tt->role == ROLE_OUT || tt->role == ROLE_STOP ||
+        tt->role == ROLE_RESET || tt->role == ROLE_M)
+      dsk_cerror(s->c, DSK_E_MODEL, a->args[1]->sp, "'%s' cannot be read by other tensors",
+                 tt->name);
+  }
+  q = expr(s, a->args[2]);
+  out = leaf(s, IR_INTERP, a->sp, q.e->dep | r.dep);
+  memcpy(out.ext, q.ext, sizeof out.ext);
+  out.e->a = q.e;
+  out.e->yr = add_read(s, &r);
+  out.e->grid = grid;
+  out.e->ngrid = xv.ext[0];
+  cur(s)->reads[yv.tensor] = 1;
+  if (m->ngrids == m->capgrids) {
+    int cap = m->capgrids ? 2 * m->capgrids : 4;
+    m->grids = dsk_grow(s->c, m->grids, (size_t)m->capgrids * sizeof *m->grids,
+                        (size_t)cap * sizeof *m->grids);
+    m->capgrids = cap;
+  }
+  out.e->gid = m->ngrids;
+  m->grids[m->ngrids++] = out.e;
+  return out;
+}
+
 static shaped call(sema *s, const dsk_ast_expr *a) {
   int fn = dsk_fn_lookup(a->name);
   shaped x, y, r;
+  if (strcmp(a->name, "interp1d") == 0) return interp(s, a);
   if (fn < 0) {
-    if (strcmp(a->name, "interp1d") == 0 || strcmp(a->name, "read") == 0)
-      dsk_cerror(s->c, DSK_E_MODEL, a->sp, "'%s' is not supported yet", a->name);
+    if (strcmp(a->name, "read") == 0)
+      dsk_cerror(s->c, DSK_E_MODEL, a->sp,
+                 "read('file') is a whole element of its own: write (0:n, 0:m): read('file.tns')");
     dsk_cerror(s->c, DSK_E_MODEL, a->sp, "unknown function '%s'", a->name);
   }
   if (a->nargs != dsk_fn_nargs(fn))
@@ -480,13 +621,6 @@ static shaped expr(sema *s, const dsk_ast_expr *a) {
 }
 
 /* ---- sparsity of an expression over the block's domain -------------------- */
-
-/* A set of domain points: everything (full) or an ordered list. */
-typedef struct pattern {
-  int full;
-  long n;
-  int *pts; /* n rows of ndom ints */
-} pattern;
 
 typedef struct domain {
   int n;           /* axes */
@@ -616,9 +750,14 @@ static pattern expr_pattern(sema *s, const domain *d, const dsk_ir_expr *e) {
   }
 }
 
+static int is_zero_literal(const dsk_ir_expr *e) { return e->op == IR_NUM && e->num == 0.0; }
+
 /* All points of the block's region that the expression can make non-zero. */
 static pattern block_points(sema *s, const domain *d, const dsk_ir_block *b, int rank) {
-  pattern p = expr_pattern(s, d, b->e), r;
+  pattern p, r;
+  if (b->src_points) return *(const pattern *)b->src_points;
+  p = expr_pattern(s, d, b->e);
+  if (is_zero_literal(b->e)) p.full = 1; /* covers its region until place() decides */
   if (!p.full) {
     if (!b->diag) return p;
     r = pat_list(s, d, p.n);
@@ -683,6 +822,111 @@ static void check_name(sema *s, const dsk_ast_tensor *at) {
                    at->name, at->idx);
 }
 
+/* Parse a FROSTT .tns file: lines "i j ... value" (1-based), '#' comments.
+   Entries are checked against the block; they become the values of a new
+   constant vector tensor read in sequence by the block. */
+static shaped read_file(sema *s, const dsk_ast_elem *el) {
+  const dsk_ast_expr *call = el->expr;
+  dsk_ir_tensor *t = cur(s), *ft;
+  dsk_ir_read r;
+  shaped out;
+  FILE *f;
+  char line[4096];
+  long cap = 64, n = 0;
+  int lineno = 0, rank = t->rank;
+  double *vals;
+  int *pts;
+  postable seen;
+  if (call->nargs != 1 || call->args[0]->kind != AST_STR)
+    dsk_cerror(s->c, DSK_E_MODEL, call->sp, "read takes one file name in quotes: read('file.tns')");
+  if (el->nranges != rank || rank == 0 || el->diag)
+    dsk_cerror(s->c, DSK_E_MODEL, call->sp,
+               "read('%s') needs a block giving its shape, e.g. (0:n, 0:m): read('%s')",
+               call->args[0]->name, call->args[0]->name);
+  f = fopen(call->args[0]->name, "r");
+  if (!f)
+    dsk_cerror(s->c, DSK_E_MODEL, call->args[0]->sp, "cannot read '%s': %s", call->args[0]->name,
+               strerror(errno));
+  vals = dsk_alloc(s->c, (size_t)cap * sizeof *vals);
+  pts = dsk_alloc(s->c, (size_t)cap * (size_t)rank * sizeof *pts);
+  pt_init(s->c, &seen, 64);
+  while (fgets(line, sizeof line, f)) {
+    char *p = line, *end;
+    int tup[DSK_MAX_RANK];
+    lineno++;
+    while (*p == ' ' || *p == '\t') p++;
+    if (*p == '#' || *p == '\n' || *p == '\r' || !*p) continue;
+    for (int a = 0; a <= rank; a++) {
+      double v = strtod(p, &end);
+      if (end == p || (a < rank && (v != (double)(long)v || v < 1 || v > el->hi[a] - el->lo[a]))) {
+        fclose(f);
+        if (end == p)
+          dsk_cerror(s->c, DSK_E_MODEL, call->args[0]->sp,
+                     "%s:%d: expected %d indices and a value", call->args[0]->name, lineno, rank);
+        dsk_cerror(s->c, DSK_E_MODEL, call->args[0]->sp,
+                   "%s:%d: index %g is outside 1..%d (indices are 1-based)", call->args[0]->name,
+                   lineno, v, el->hi[a] - el->lo[a]);
+      }
+      if (a < rank) tup[a] = (int)v - 1;
+      else vals[n] = v;
+      p = end;
+    }
+    {
+      int ext[DSK_MAX_RANK];
+      for (int a = 0; a < rank; a++) ext[a] = el->hi[a] - el->lo[a];
+      if (pt_get(&seen, linear(ext, rank, tup)) >= 0) {
+        fclose(f);
+        dsk_cerror(s->c, DSK_E_MODEL, call->args[0]->sp, "%s:%d: entry repeated",
+                   call->args[0]->name, lineno);
+      }
+      pt_put(s->c, &seen, linear(ext, rank, tup), 1);
+    }
+    memcpy(pts + (size_t)n * (size_t)rank, tup, (size_t)rank * sizeof *tup);
+    if (++n == cap) {
+      vals = dsk_grow(s->c, vals, (size_t)cap * sizeof *vals, (size_t)cap * 2 * sizeof *vals);
+      pts = dsk_grow(s->c, pts, (size_t)cap * (size_t)rank * sizeof *pts,
+                     (size_t)cap * 2 * (size_t)rank * sizeof *pts);
+      cap *= 2;
+    }
+    if (n > MAX_POINTS) {
+      fclose(f);
+      dsk_cerror(s->c, DSK_E_MODEL, call->args[0]->sp, "'%s' has too many entries",
+                 call->args[0]->name);
+    }
+  }
+  fclose(f);
+  if (n == 0)
+    dsk_cerror(s->c, DSK_E_MODEL, call->args[0]->sp, "'%s' holds no entries", call->args[0]->name);
+  /* the values: a constant vector tensor of its own */
+  ft = &s->m->t[s->m->ndefined + s->nfiles];
+  ft->name = "read";
+  ft->idx = "i";
+  ft->sp = call->sp;
+  ft->rank = 1;
+  ft->shape[0] = (int)n;
+  ft->nnz = (int)n;
+  ft->layout = LAYOUT_DENSE;
+  ft->role = ROLE_OTHER;
+  ft->consts = vals;
+  ft->from_file = 1;
+  ft->reads = dsk_alloc(s->c, (size_t)s->m->nt);
+  memset(&r, 0, sizeof r);
+  r.tensor = s->m->ndefined + s->nfiles++;
+  r.rank = 1;
+  r.ax[0] = -1;
+  r.ext[0] = (int)n;
+  r.seq = 1;
+  out = leaf(s, IR_READ, call->sp, 0);
+  out.e->read = add_read(s, &r);
+  t->reads[r.tensor] = 1;
+  s->filepts = dsk_alloc(s->c, sizeof *s->filepts);
+  s->filepts->full = 0;
+  s->filepts->n = n;
+  s->filepts->pts = pts;
+  for (int a = 0; a < rank; a++) out.ext[a] = el->hi[a] - el->lo[a];
+  return out;
+}
+
 /* Build block b of the current tensor from element el; `next0` is where the
    previous element ended along the first axis. */
 static void element(sema *s, dsk_ir_block *b, const dsk_ast_elem *el, int next0) {
@@ -694,8 +938,13 @@ static void element(sema *s, dsk_ir_block *b, const dsk_ast_elem *el, int next0)
   memcpy(s->letters, t->idx, (size_t)t->rank);
   s->nlet = t->rank;
   b->sp = el->sp;
-  x = expr(s, el->expr);
+  s->filepts = NULL;
+  if (el->expr->kind == AST_CALL && strcmp(el->expr->name, "read") == 0)
+    x = read_file(s, el);
+  else
+    x = expr(s, el->expr);
   b->e = x.e;
+  b->src_points = s->filepts;
   b->ndom = s->nlet;
   b->contract = s->nlet > t->rank;
   if (el->nranges) {
@@ -784,6 +1033,19 @@ static void place(sema *s, dsk_ir_tensor *t, pattern *pts) {
   }
   uniq = pos.n;
   for (int a = 1; a < t->rank; a++) diag_ok &= t->shape[a] == t->shape[0];
+  if (!(forced_dense(t->role) || uniq == dense_n || t->rank == 0)) {
+    /* not dense: literal zero elements only fix the size, drop their entries */
+    int dropped = 0;
+    for (int k = 0; k < t->nblocks; k++)
+      if (is_zero_literal(t->blocks[k].e) && pts[k].n) {
+        pts[k].n = 0;
+        dropped = 1;
+      }
+    if (dropped) {
+      place(s, t, pts);
+      return;
+    }
+  }
   if (forced_dense(t->role) || uniq == dense_n || t->rank == 0 || uniq == 0) {
     if (dense_n > MAX_POINTS)
       dsk_cerror(s->c, DSK_E_MODEL, t->sp, "'%s' would have more than %ld entries", t->name,
@@ -845,7 +1107,7 @@ static void columns(sema *s, dsk_ir_tensor *t, dsk_ir_block *b, const pattern *p
       const dsk_ir_tensor *tt = &s->m->t[rd->tensor];
       int ot[DSK_MAX_RANK];
       for (int a = 0; a < rd->rank; a++) ot[a] = rd->off[a] + (rd->ax[a] >= 0 ? pt[rd->ax[a]] : 0);
-      row[1 + r] = position(tt, ot);
+      row[1 + r] = rd->seq ? (int)k : position(tt, ot);
     }
   }
 }
@@ -1008,10 +1270,16 @@ dsk_ir_model *dsk_sema(dsk_cctx *c, const dsk_ast_model *ast) {
   memset(&s, 0, sizeof s);
   s.c = c;
   s.m = m;
+  m->ndefined = ast->ntensors;
   m->nt = ast->ntensors;
+  for (int k = 0; k < ast->ntensors; k++) /* room for the tensors read from files */
+    for (int e = 0; e < ast->tensors[k].nelems; e++) {
+      const dsk_ast_expr *x = ast->tensors[k].elems[e].expr;
+      m->nt += x->kind == AST_CALL && strcmp(x->name, "read") == 0;
+    }
   m->t = dsk_alloc(c, (size_t)(m->nt ? m->nt : 1) * sizeof *m->t);
   for (size_t k = 0; k < sizeof slots / sizeof slots[0]; k++) *slots[k] = -1;
-  for (s.cur = 0; s.cur < m->nt; s.cur++) {
+  for (s.cur = 0; s.cur < m->ndefined; s.cur++) {
     int role = role_of(ast->tensors[s.cur].name);
     tensor(&s, &ast->tensors[s.cur]);
     if (role != ROLE_OTHER) *slots[role - 1] = s.cur;

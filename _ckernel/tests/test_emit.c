@@ -68,6 +68,14 @@ static const char *const models[] = {
     "F_i { (0:2): z_i, (2:4): -u_i[2:4] } \n"
     "g_i { u_i * e_i + e_i / 2 }\n"
     "out_i { z_i[0:1], g_i }\n",
+    /* interp1d: a constant grid, values that depend on parameters and the state */
+    "in_i { a = 0.8, b = 0.3 }\n"
+    "xg_i { 0.0, 0.5, 1.5, 3.0 }\n"
+    "yv_i { a, 2 * a, b, 1.0 }\n"
+    "u_i { p = 0.7, q = 2.2 }\n"
+    "w_i { p, q, p * q, 1 }\n"
+    "F_i { interp1d(xg_i, yv_i, p) * q, interp1d(xg_i, w_i, q + t) - p }\n"
+    "out_i { interp1d(xg_i, yv_i, t), interp1d(xg_i, yv_i, 5.0), interp1d(xg_i, yv_i, -1.0) }\n",
 };
 
 static char *slurp(const char *path) {
@@ -280,6 +288,88 @@ static void test_values(void) {
   dsk_model_free(m);
 }
 
+/* Layouts, seen through the workspace size (1 slot for N, then each
+   tensor's stored entries): blocks that tile the shape are dense even with
+   literal zeros; gaps make a vector sparse and drop its literal zeros; a
+   full diagonal is diagonal. */
+static void test_layouts(void) {
+  static const struct {
+    const char *decl;
+    int nnz;
+  } cases[] = {
+      {"x_i { 0, 1, 2 }", 3},
+      {"x_i { (0): 1, (1:4): 0, (4): 2 }", 5},
+      {"x_i { (0): 1, (4): 2 }", 2},
+      {"x_i { (0): 1, (2): 0, (4): 2 }", 2},
+      {"x_ij { (0..3, 0..3): 1 }", 3},
+      {"x_ij { (0..3, 0..3): 1, (0, 2): 5 }", 4},
+      {"x_ij { (0:2, 0:3): 1 }", 6},
+      {"x_ij { (0..2, 0..2): 1, (0:2, 2:3): 1 }", 4},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    char src[256];
+    dsk_jit_options opt = {cache_dir, NULL};
+    dsk_model *m = NULL;
+    dsk_status st;
+    snprintf(src, sizeof src, "%s\nu { 1 }\nF { -u }\n", cases[k].decl);
+    CHECK_MSG(dsk_model_compile(src, &opt, &m, &st) == DSK_OK, "%s", st.msg);
+    if (!m) continue;
+    CHECK_MSG(dsk_model_table(m)->nws == 1 + cases[k].nnz, "%s: nws %d, want %d", cases[k].decl,
+              dsk_model_table(m)->nws, 1 + cases[k].nnz);
+    dsk_model_free(m);
+  }
+}
+
+/* A sparse matrix read from a FROSTT file, times the state. */
+static void test_read_file(void) {
+  dsk_jit_options opt = {cache_dir, NULL};
+  dsk_model *m = NULL;
+  dsk_status st;
+  int rc = dsk_model_compile("in_i { a = 2 }\n"
+                             "C_ij { (0:3, 0:3): read('_ckernel/tests/data/c3.tns') }\n"
+                             "u_i { 1, 2, 3 }\nF_i { a * C_ij * u_j }\n",
+                             &opt, &m, &st);
+  CHECK_MSG(rc == DSK_OK, "%s", st.msg);
+  if (rc) return;
+  {
+    const dsk_gen_table *tab = dsk_model_table(m);
+    double ws[32] = {0}, u[3], f[3];
+    CHECK(tab->nws == 1 + 1 + 4 + 4); /* N, in, C (4 stored), the file's values */
+    tab->init(ws);
+    tab->set_inputs(tab->default_params, ws);
+    tab->eval[DSK_FN_U0](0, NULL, ws, u);
+    tab->eval[DSK_FN_RHS](0, u, ws, f);
+    CHECK_CLOSE(f[0], 2 * (2.0 * 1 + 0.5 * 3), 1e-15);
+    CHECK_CLOSE(f[1], 2 * (3.0 * 2), 1e-15);
+    CHECK_CLOSE(f[2], 2 * (-1.5 * 1), 1e-15);
+    CHECK(dsk_model_jac_pattern(m)->nnz == 4);
+  }
+  dsk_model_free(m);
+}
+
+/* interp1d values: linear between grid points, clamped outside */
+static void test_interp_values(void) {
+  dsk_jit_options opt = {cache_dir, NULL};
+  dsk_model *m = NULL;
+  dsk_status st;
+  int rc = dsk_model_compile(models[4], &opt, &m, &st);
+  CHECK_MSG(rc == DSK_OK, "%s", st.msg);
+  if (rc) return;
+  {
+    const dsk_gen_table *tab = dsk_model_table(m);
+    double ws[64] = {0}, u[2], y[3], f[2];
+    tab->init(ws);
+    tab->set_inputs(tab->default_params, ws);
+    tab->eval[DSK_FN_U0](0, NULL, ws, u);
+    tab->eval[DSK_FN_OUT](1.0, u, ws, y); /* between 0.5 (1.6) and 1.5 (0.3) */
+    CHECK_CLOSE(y[0], 1.6 + 0.5 * (0.3 - 1.6), 1e-14);
+    CHECK(y[1] == 1.0 && y[2] == 0.8);
+    tab->eval[DSK_FN_RHS](0.0, u, ws, f); /* p = 0.7: between 0.5 and 1.5 */
+    CHECK_CLOSE(f[0], (1.6 + 0.2 * (0.3 - 1.6)) * 2.2, 1e-14);
+  }
+  dsk_model_free(m);
+}
+
 /* rhs reports a NaN or an infinity with 1 */
 static void test_nonfinite(void) {
   dsk_jit_options opt = {cache_dir, NULL};
@@ -453,6 +543,9 @@ void suite_emit(void) {
   test_values();
   test_contraction_values();
   test_nonfinite();
+  test_interp_values();
+  test_layouts();
+  test_read_file();
   test_large_sparse_text();
   test_jacobians();
   remove_cache();

@@ -75,6 +75,22 @@ static void test_errors(void) {
   expect_error("u_i { 1, 2 }\ndudt_i { a = 0, b = 0 }\nF_i { u_i }\nout_i { a }", 4, 1, "only M may depend on dudt");
   expect_error("u_i { 1, 2 }\nF_i { u_i }\nM_i { u_i }", 3, 1, "M must not depend on the state");
   expect_error("A_ij { (0..2, 0..2): 1 }\nu_i { 1, 2 }\nF_i { A_ij[0] }", 3, 7, "dense vectors");
+  expect_error("x_i { 0, 1, 1, 2 }\ny_i { 1, 2, 3, 4 }\nu { 1 }\nF { interp1d(x_i, y_i, u) }", 4, 14,
+               "strictly increasing, but entry 2 is 1 after 1");
+  expect_error("x_i { 0, 1 }\ny_i { 1, 2, 3 }\nu { 1 }\nF { interp1d(x_i, y_i, u) }", 4, 19,
+               "values have length 3 but the grid has 2");
+  expect_error("in_i { a = 1 }\nx_i { 0, a }\nu { 1 }\nF { interp1d(x_i, x_i, u) }", 4, 14,
+               "grid of interp1d must be constant");
+  expect_error("u { 1 }\nF { interp1d(u, u) }", 2, 5, "takes 3 arguments");
+  expect_error("C_ij { (0:3, 0:3): read('no_such_file.tns') }\nu { 1 }\nF { u }", 1, 25,
+               "cannot read 'no_such_file.tns'");
+  expect_error("C_ij { (0:3, 0:3): read('_ckernel/tests/data/out_of_range.tns') }\nu { 1 }\nF { u }",
+               1, 25, "out_of_range.tns:2: index 4 is outside 1..3");
+  expect_error("C_ij { (0:3, 0:3): read('_ckernel/tests/data/malformed.tns') }\nu { 1 }\nF { u }",
+               1, 25, "malformed.tns:2: expected 2 indices and a value");
+  expect_error("C_ij { read('_ckernel/tests/data/c3.tns') }\nu { 1 }\nF { u }", 1, 8,
+               "needs a block giving its shape");
+  expect_error("u_i { 1, 2 }\nF_i { 2 * read('x.tns') }", 2, 11, "whole element of its own");
   expect_error("D_ij { (0..2, 0..2): 1 }\nu_i { 1, 2 }\nF_i { u_i / D_ij }", 3, 7, "same sparsity");
 }
 
