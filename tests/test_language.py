@@ -127,3 +127,46 @@ def test_models_the_solver_cannot_take_yet_are_refused(name, what):
     """DAEs and events compile, but the BDF solver refuses them instead of ignoring M or stop."""
     with pytest.raises(ValueError, match=what):
         dsp.DiffsolModule(model_source(name))
+
+
+def test_interp1d_forcing_integrates_exactly():
+    """u' = interp1d(x, y, t): u is the integral of a piecewise-linear function."""
+    code = """
+in_i { a = 2.0 }
+xg_i { 0.0, 1.0, 2.5, 4.0 }
+yv_i { 1.0, a, -1.0, 0.5 }
+u { 0 }
+F { interp1d(xg_i, yv_i, t) }
+"""
+    m = dsp.DiffsolModule(code, rtol=1e-10, atol=1e-12)
+    xg = np.array([0.0, 1.0, 2.5, 4.0])
+    yv = np.array([1.0, 3.0, -1.0, 0.5])
+    times = np.array([0.0, 0.5, 1.0, 2.0, 4.0, 5.0])
+
+    def integral(t):
+        # the trapezoid rule is exact on a piecewise-linear function sampled at its kinks
+        ts = np.union1d([0.0, min(t, 4.0)], xg[xg < min(t, 4.0)])
+        inside = np.trapezoid(np.interp(ts, xg, yv), ts)
+        return inside + max(t - 4.0, 0.0) * yv[-1]  # clamped beyond the grid
+
+    want = [integral(t) for t in times]
+    np.testing.assert_allclose(m.solve_dense([3.0], times).numpy()[0], want, rtol=1e-7, atol=1e-9)
+
+
+def test_read_tns_matrix(tmp_path, monkeypatch):
+    """read('file.tns'): a sparse constant matrix in FROSTT format, relative to the cwd."""
+    (tmp_path / "a.tns").write_text("# 1-based\n1 1 -1.0\n2 2 -2.0\n2 1 0.5\n")
+    monkeypatch.chdir(tmp_path)
+    code = "A_ij { (0:2, 0:2): read('a.tns') }\nu_i { 1, 1 }\nF_i { A_ij * u_j }\n"
+    m = dsp.DiffsolModule(code, rtol=1e-11, atol=1e-13)
+    A = np.array([[-1.0, 0.0], [0.5, -2.0]])
+    times = np.array([0.0, 0.3, 1.0])
+    y = m.solve_dense([], times).numpy()
+    for j, t in enumerate(times):
+        np.testing.assert_allclose(y[:, j], scipy.linalg.expm(A * t) @ [1.0, 1.0], rtol=1e-8)
+
+
+def test_read_missing_file_is_a_positioned_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(dsp.DiffSLError, match=r"1:25: error: cannot read 'missing.tns'"):
+        dsp.DiffsolModule("A_ij { (0:2, 0:2): read('missing.tns') }\nu { 1 }\nF { u }")
