@@ -410,8 +410,13 @@ static shaped index_ref(sema *s, const dsk_ast_expr *a) {
   } else {
     long long l = int_eval(s, a->b, 0), h = a->c ? int_eval(s, a->c, 0) : l + 1;
     if (l < 0 || h > v.ext[0] || h <= l)
-      dsk_cerror(s->c, DSK_E_MODEL, a->sp, "index %lld%s%s out of range for '%s' of length %d",
-                 l, a->c ? ":" : "", a->c ? "..." : "", base->name, v.ext[0]);
+      {
+        char what[64];
+        if (a->c) snprintf(what, sizeof what, "range %lld:%lld", l, h);
+        else snprintf(what, sizeof what, "index %lld", l);
+        dsk_cerror(s->c, DSK_E_MODEL, a->sp, "%s is out of range for '%s' of length %d", what,
+                   base->name, v.ext[0]);
+      }
     lo = (int)l;
     width = (int)(h - l);
   }

@@ -5,6 +5,7 @@
    primal output with eval itself, and each adjoint (vjp_x, vjp_p) with the
    tangent through <w, J v> = <J^T w, v>. */
 #define _DEFAULT_SOURCE
+#include <stdarg.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -212,6 +213,125 @@ static void check_model(const char *src, const char *label) {
     free(ws), free(u), free(v);
   }
   dsk_model_free(m);
+}
+
+/* ---- randomized small models ------------------------------------------------
+   Expressions drawn from products, quotients, every smooth function (with
+   arguments kept in their domains), contractions over sparse and dense
+   matrices, broadcasts and indexing, over 3 states and 2 parameters. */
+
+typedef struct rnd {
+  unsigned seed;
+  char *buf;
+  size_t len, cap;
+} rnd;
+
+static int pick(rnd *r, int n) { return (int)(rand_r(&r->seed) % (unsigned)n); }
+
+static void put(rnd *r, const char *fmt, ...) {
+  va_list ap;
+  int n;
+  va_start(ap, fmt);
+  n = vsnprintf(r->buf + r->len, r->cap - r->len, fmt, ap);
+  va_end(ap);
+  if (n > 0) r->len += (size_t)n < r->cap - r->len ? (size_t)n : r->cap - r->len - 1;
+}
+
+/* A scalar-per-entry expression over index i of depth <= d; `vecs` names
+   vectors of length 3 readable as NAME_i. */
+static void rexpr(rnd *r, int d, const char *const *vecs, int nvecs) {
+  static const char *const safe1[] = {"sin(%s)", "cos(%s)", "tanh(%s)", "sigmoid(%s)",
+                                      "exp(0.3 * %s)", "sqrt(1 + %s * %s)", "log(2 + %s * %s)",
+                                      "arcsinh(%s)", "arccosh(2 + %s * %s)", "log10(3 + %s * %s)",
+                                      "sinh(0.5 * %s)", "cosh(0.5 * %s)", "tan(0.3 * sin(%s))"};
+  if (d == 0 || pick(r, 4) == 0) {
+    switch (pick(r, 5)) {
+      case 0: put(r, "%d.%d", 1 + pick(r, 3), pick(r, 10)); return;
+      case 1: put(r, "%s", pick(r, 2) ? "a" : "b"); return;
+      case 2: put(r, "t"); return;
+      default: put(r, "%s_i", vecs[pick(r, nvecs)]); return;
+    }
+  }
+  switch (pick(r, 7)) {
+    case 0:
+    case 1: {
+      static const char ops[] = "+-*";
+      put(r, "(");
+      rexpr(r, d - 1, vecs, nvecs);
+      put(r, " %c ", ops[pick(r, 3)]);
+      rexpr(r, d - 1, vecs, nvecs);
+      put(r, ")");
+      return;
+    }
+    case 2: /* a quotient with a denominator away from zero */
+      put(r, "(");
+      rexpr(r, d - 1, vecs, nvecs);
+      put(r, " / (2 + sin(");
+      rexpr(r, d - 1, vecs, nvecs);
+      put(r, ")))");
+      return;
+    case 3: {
+      char inner[512];
+      size_t mark = r->len;
+      const char *f = safe1[pick(r, (int)(sizeof safe1 / sizeof safe1[0]))];
+      rexpr(r, d - 1, vecs, nvecs);
+      snprintf(inner, sizeof inner, "%s", r->buf + mark);
+      r->len = mark;
+      r->buf[mark] = 0;
+      put(r, f, inner, inner);
+      return;
+    }
+    case 4:
+      put(r, "pow(1.5 + sin(");
+      rexpr(r, d - 1, vecs, nvecs);
+      put(r, "), %s)", pick(r, 2) ? "a" : "1.3");
+      return;
+    case 5:
+      put(r, "%s(", pick(r, 2) ? "min" : "max");
+      rexpr(r, d - 1, vecs, nvecs);
+      put(r, ", ");
+      rexpr(r, d - 1, vecs, nvecs);
+      put(r, ")");
+      return;
+    default: /* a contraction with a sparse or dense matrix */
+      put(r, "%s_ij * %s_j", pick(r, 2) ? "S" : "D", vecs[pick(r, nvecs)]);
+      return;
+  }
+}
+
+static char *random_model(unsigned seed) {
+  static const char *const vecs1[] = {"u", "c"};
+  static const char *const vecs2[] = {"u", "c", "g"};
+  rnd r = {seed, NULL, 0, 8192};
+  r.buf = calloc(r.cap, 1);
+  put(&r, "in_i { a = 0.%d, b = 1.%d }\n", 2 + pick(&r, 7), pick(&r, 9));
+  put(&r, "c_i { 1.0, a, 2 * b }\n");
+  put(&r, "S_ij { (0..3, 0..3): a, (0, 2): b, (2, 1): -0.5 }\n");
+  put(&r, "D_ij { (0:3, 0:3): 0.1 * b }\n");
+  put(&r, "u_i { x = 0.3, y = -0.2, z = 0.1 * b }\n");
+  put(&r, "g_i { (0:3): ");
+  rexpr(&r, 3, vecs1, 2);
+  put(&r, " }\nh { ");
+  rexpr(&r, 2, vecs1, 2);
+  put(&r, " * u_i[%d] }\n", pick(&r, 3));
+  put(&r, "p_i { (0:3): ");
+  rexpr(&r, 3, vecs2, 3);
+  put(&r, " }\nF_i { (0:2): p_i[0:2] + 0.1 * u_i[0:2], p_i[2] * h - u_i[2] }\n");
+  put(&r, "out_i { g_i * h, h }\n");
+  return r.buf;
+}
+
+static void test_random_models(void) {
+  for (unsigned k = 0; k < 40; k++) {
+    char *src = random_model(1000 + k), label[32];
+    dsk_status st;
+    char *c = NULL;
+    snprintf(label, sizeof label, "random model %u", k);
+    CHECK_MSG(dsk_translate(src, &c, &st) == DSK_OK, "%s:\n%s\n%s", label, src, st.msg);
+    free(c);
+    check_model(src, label);
+    free(src);
+  }
 }
 
 static void test_deterministic(void) {
@@ -540,6 +660,7 @@ void suite_emit(void) {
     check_model(models[k], label);
   }
   test_examples();
+  test_random_models();
   test_values();
   test_contraction_values();
   test_nonfinite();
