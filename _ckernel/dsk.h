@@ -115,13 +115,46 @@ int dsk_model_jac_values(const dsk_model *m, double t, const double *u, double *
                          double *work, double *values);
 /* Pattern of the mass matrix (nnz 0 when the model has no M). */
 const dsk_sparsity *dsk_model_mass_pattern(const dsk_model *m);
+/* Values of the mass matrix at t in its pattern's order, from one call of
+   the generated M per colour (M is linear in du/dt). ws: after set_inputs;
+   work: 2 * nstates doubles.  Does nothing without M. */
+int dsk_model_mass_values(const dsk_model *m, double t, double *ws, double *work,
+                          double *values);
 /* Path of the loaded shared object in the cache. */
 const char *dsk_model_path(const dsk_model *m);
 void dsk_model_free(dsk_model *m);
 
 /* ---- solvers ------------------------------------------------------------ */
 
-typedef enum dsk_method { DSK_BDF = 0 } dsk_method;
+/* Integration methods.  DSK_BDF is CVODES BDF for a model without M and
+   IDAS (a DAE solver) for a model with one; the ARKODE methods take a
+   non-singular M and refuse a singular one (algebraic states). */
+typedef enum dsk_method {
+  DSK_BDF = 0,     /* CVODES BDF, or IDAS when the model has M */
+  DSK_ADAMS = 1,   /* CVODES Adams-Moulton (Newton iteration); no M */
+  DSK_TSIT45 = 2,  /* ARKODE explicit, Tsitouras 5(4) */
+  DSK_DOPRI5 = 3,  /* ARKODE explicit, Dormand-Prince 5(4) (ARKODE_DORMAND_PRINCE_7_4_5) */
+  DSK_TR_BDF2 = 4, /* ARKODE implicit, TR-BDF2 (ARKODE_TRBDF2_3_3_2, gamma = 2 - sqrt 2) */
+  DSK_ESDIRK34 = 5 /* ARKODE implicit, ESDIRK 3(2), 4 stages (ARKODE_ESDIRK324L2SA_4_2_3) */
+} dsk_method;
+#define DSK_NMETHODS 6
+
+/* Linear solvers of the Newton iteration (ignored by explicit methods). */
+typedef enum dsk_linsol {
+  DSK_LS_AUTO = 0,    /* KLU when the pattern is sparse and large enough, else DENSE */
+  DSK_LS_DENSE = 1,   /* SUNDENSE for small systems, LAPACK above DSK_LS_LAPACK_MIN */
+  DSK_LS_KLU = 2,     /* SUNSparseMatrix (CSC) + SUNLinSol_KLU */
+  DSK_LS_LAPACK = 3,  /* SUNDenseMatrix + OpenBLAS dgetrf/dgetrs */
+  DSK_LS_SUNDENSE = 4 /* SUNDenseMatrix + SUNLinSol_Dense */
+} dsk_linsol;
+
+/* Thresholds of DSK_LS_AUTO / DSK_LS_DENSE (docs/solvers.md,
+   benchmarks/bench_linsol.py): LAPACK from this many states on; KLU from
+   DSK_LS_KLU_MIN states on when at most DSK_LS_KLU_DENSITY of the Newton
+   matrix is stored. */
+#define DSK_LS_LAPACK_MIN 20
+#define DSK_LS_KLU_MIN 16
+#define DSK_LS_KLU_DENSITY 0.2
 
 typedef struct dsk_solver_options {
   int method;            /* dsk_method */
@@ -131,29 +164,52 @@ typedef struct dsk_solver_options {
   double t0;             /* initial time */
   double h0;             /* initial step, 0 = solver's choice */
   long max_steps;        /* per output interval as well as in total */
+  int linear_solver;     /* dsk_linsol */
 } dsk_solver_options;
 
 void dsk_solver_options_default(dsk_solver_options *o);
 
 typedef struct dsk_stats {
   long steps, rhs_evals, jac_evals, lin_setups, err_test_fails, nonlin_iters, nonlin_fails;
+  long events; /* stop roots met (resets applied, or the final stop) */
 } dsk_stats;
 
 typedef struct dsk_solver dsk_solver;
 
 /* A solver keeps a reference to the model (the model must outlive it) and
-   copies atol_vec. */
+   copies atol_vec.  All SUNDIALS objects are created here and reused by
+   every solve.  DSK_E_ARG when the method cannot take the model (adams with
+   M; an ARKODE method with a singular M: the message suggests bdf). */
 int dsk_solver_create(const dsk_model *m, const dsk_solver_options *o, dsk_solver **out,
                       dsk_status *st);
 /* Solve with parameters p (nparams) and write outputs at the nt times
    (non-decreasing, times[0] >= t0) into y, row-major (nout x nt):
-   y[i*nt + j] = out_i(times[j]).  Safe to call without the GIL; a solver is
-   used by one thread at a time. */
+   y[i*nt + j] = out_i(times[j]), from the integrator's dense output.
+   Events: with reset, at a root of stop element k the model index N is set
+   to k, u = reset(t, u) and the integration restarts; an output time equal
+   to an event time (within the root tolerance) gets the value after the
+   reset.  Without reset the solve ends at the root: later outputs are NaN
+   and dsk_solver_last_stop reports the root.  Safe to call without the GIL;
+   a solver is used by one thread at a time. */
 int dsk_solver_solve_dense(dsk_solver *s, const double *p, const double *times, int nt,
                            double *y, dsk_status *st);
+/* Solve from t0 to t_final and return every internal step (one-step mode):
+   *nt times in *ts and the outputs row by row in *ys (nt x nout:
+   ys[j*nout + i] = out_i(ts[j])), starting with t0.  At a reset the time
+   appears twice, before and after.  The arrays belong to the solver and are
+   valid until its next solve or free. */
+int dsk_solver_solve(dsk_solver *s, const double *p, double t_final, int *nt, const double **ts,
+                     const double **ys, dsk_status *st);
+/* 1 when the last solve ended at a stop root without reset (*t and *index
+   set), else 0. */
+int dsk_solver_last_stop(const dsk_solver *s, double *t, int *index);
 /* Statistics of the last solve, also when it failed (zeros when it failed
    before integrating). */
 void dsk_solver_stats(const dsk_solver *s, dsk_stats *out);
+/* What was chosen: "CVODES BDF", "IDAS BDF", "ARKODE ERK Tsitouras 5(4)", ...
+   and the linear solver: "none", "dense", "lapack", "klu". */
+const char *dsk_solver_integrator_name(const dsk_solver *s);
+const char *dsk_solver_linsol_name(const dsk_solver *s);
 void dsk_solver_free(dsk_solver *s);
 
 #ifdef __cplusplus

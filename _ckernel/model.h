@@ -6,15 +6,22 @@
 
 #define DSK_PATH_MAX 4096
 
+/* Columns grouped so that no two columns of one colour share a row:
+   colour c holds cols[ptr[c] .. ptr[c+1]). */
+typedef struct dsk_coloring {
+  int n;
+  int *ptr;
+  int *cols;
+} dsk_coloring;
+
 struct dsk_model {
   const dsk_gen_table *tab; /* from the object's dsk_model_table(); ABI checked */
   void *dl;                 /* dlopen handle, closed by dsk_model_free */
   char path[DSK_PATH_MAX];  /* cache file the object was loaded from */
   dsk_sparsity jac;         /* d rhs / du; owned */
   dsk_sparsity mass;        /* d (M v) / dv; owned; nnz 0 without M */
-  int ncolors;              /* colours of jac's columns */
-  int *color_ptr;           /* ncolors + 1: columns of colour c are */
-  int *color_cols;          /*   color_cols[color_ptr[c] .. color_ptr[c+1]) */
+  dsk_coloring jac_col;     /* colouring of jac's columns */
+  dsk_coloring mass_col;    /* colouring of mass's columns */
 };
 
 /* jit.c: dsk_jit_load without attaching a Jacobian pattern. */

@@ -14,6 +14,7 @@ from diffsol_pytorch.errors import (
 )
 from diffsol_pytorch.module import (
     DiffsolModule as DiffsolModule,
+    Solution as Solution,
     clear_module_cache as clear_module_cache,
     solve_dense as solve_dense,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "DiffSLError",
     "DiffSLSyntaxError",
     "DiffsolModule",
+    "Solution",
     "SolverError",
     "__version__",
     "clear_module_cache",

@@ -7,6 +7,7 @@ Argument checking with helpful messages is done by diffsol_pytorch.module.
 """
 
 from libc.stdlib cimport free
+from libc.string cimport memcpy
 
 import os
 import threading
@@ -82,6 +83,22 @@ cdef extern from "dsk.h" nogil:
     # solvers
     ctypedef enum dsk_method:
         DSK_BDF
+        DSK_ADAMS
+        DSK_TSIT45
+        DSK_DOPRI5
+        DSK_TR_BDF2
+        DSK_ESDIRK34
+
+    ctypedef enum dsk_linsol:
+        DSK_LS_AUTO
+        DSK_LS_DENSE
+        DSK_LS_KLU
+        DSK_LS_LAPACK
+        DSK_LS_SUNDENSE
+
+    int DSK_LS_LAPACK_MIN
+    int DSK_LS_KLU_MIN
+    double DSK_LS_KLU_DENSITY
 
     ctypedef struct dsk_solver_options:
         int method
@@ -91,12 +108,13 @@ cdef extern from "dsk.h" nogil:
         double t0
         double h0
         long max_steps
+        int linear_solver
 
     void dsk_solver_options_default(dsk_solver_options *o)
 
     ctypedef struct dsk_stats:
         long steps, rhs_evals, jac_evals, lin_setups, err_test_fails
-        long nonlin_iters, nonlin_fails
+        long nonlin_iters, nonlin_fails, events
 
     ctypedef struct dsk_solver:
         pass
@@ -105,8 +123,41 @@ cdef extern from "dsk.h" nogil:
                           dsk_solver **out, dsk_status *st)
     int dsk_solver_solve_dense(dsk_solver *s, const double *p, const double *times,
                                int nt, double *y, dsk_status *st)
+    int dsk_solver_solve(dsk_solver *s, const double *p, double t_final, int *nt,
+                         const double **ts, const double **ys, dsk_status *st)
+    int dsk_solver_last_stop(const dsk_solver *s, double *t, int *index)
     void dsk_solver_stats(const dsk_solver *s, dsk_stats *out)
+    const char *dsk_solver_integrator_name(const dsk_solver *s)
+    const char *dsk_solver_linsol_name(const dsk_solver *s)
     void dsk_solver_free(dsk_solver *s)
+
+
+#: method name -> dsk_method
+METHODS = {
+    "bdf": DSK_BDF,
+    "adams": DSK_ADAMS,
+    "tsit45": DSK_TSIT45,
+    "dopri5": DSK_DOPRI5,
+    "tr_bdf2": DSK_TR_BDF2,
+    "esdirk34": DSK_ESDIRK34,
+}
+
+#: linear_solver name -> dsk_linsol ("lapack" and "sundials_dense" force one
+#: dense implementation, for benchmarks)
+LINEAR_SOLVERS = {
+    "auto": DSK_LS_AUTO,
+    "dense": DSK_LS_DENSE,
+    "klu": DSK_LS_KLU,
+    "lapack": DSK_LS_LAPACK,
+    "sundials_dense": DSK_LS_SUNDENSE,
+}
+
+#: thresholds of linear_solver="auto" (see docs/solvers.md)
+AUTO_THRESHOLDS = {
+    "lapack_min_states": DSK_LS_LAPACK_MIN,
+    "klu_min_states": DSK_LS_KLU_MIN,
+    "klu_max_density": DSK_LS_KLU_DENSITY,
+}
 
 
 # ---- helpers -----------------------------------------------------------------
@@ -127,6 +178,7 @@ cdef dict _stats_dict(const dsk_stats *s):
         "err_test_fails": s.err_test_fails,
         "nonlin_iters": s.nonlin_iters,
         "nonlin_fails": s.nonlin_fails,
+        "events": s.events,
     }
 
 
@@ -308,10 +360,11 @@ cdef class Model:
 # ---- Solver ------------------------------------------------------------------
 
 cdef class Solver:
-    """Solver(model, rtol=1e-6, atol=1e-6, t0=0.0, h0=None, max_steps=100000)
+    """Solver(model, rtol=1e-6, atol=1e-6, t0=0.0, h0=None, max_steps=100000, method="bdf", linear_solver="auto")
 
-    A BDF solver (CVODES) for one Model; reusable across solves. One solver is
-    used by one thread at a time (calls are serialised by a lock).
+    A solver (CVODES, IDAS or ARKODE, by method and model) for one Model,
+    reusable across solves: its SUNDIALS objects are created once. One
+    solver is used by one thread at a time (calls are serialised by a lock).
 
     Parameters
     ----------
@@ -323,7 +376,11 @@ cdef class Solver:
     h0 : float or None
         Initial step; None lets the solver choose.
     max_steps : int
-        Maximum number of steps per output interval and in total.
+        Maximum number of steps per solve.
+    method : str
+        One of METHODS.
+    linear_solver : str
+        One of LINEAR_SOLVERS.
     """
 
     cdef dsk_solver *ptr
@@ -335,15 +392,20 @@ cdef class Solver:
         self.ptr = NULL
 
     def __init__(self, Model model not None, double rtol=1e-6, atol=1e-6, double t0=0.0,
-                 h0=None, long max_steps=100000):
+                 h0=None, long max_steps=100000, str method="bdf", str linear_solver="auto"):
         cdef dsk_solver_options o
         cdef dsk_status st
         cdef dsk_solver *s = NULL
         cdef double[::1] av
         cdef int rc
         model._table()
+        if method not in METHODS:
+            raise ValueError("unknown method %r" % method)
+        if linear_solver not in LINEAR_SOLVERS:
+            raise ValueError("unknown linear_solver %r" % linear_solver)
         dsk_solver_options_default(&o)
-        o.method = DSK_BDF
+        o.method = METHODS[method]
+        o.linear_solver = LINEAR_SOLVERS[linear_solver]
         o.rtol = rtol
         o.t0 = t0
         o.h0 = 0.0 if h0 is None else float(h0)
@@ -363,7 +425,8 @@ cdef class Solver:
             if av.shape[0] > 0:
                 o.atol_vec = &av[0]
         dsk_status_clear(&st)
-        rc = dsk_solver_create(model.ptr, &o, &s, &st)
+        with nogil:
+            rc = dsk_solver_create(model.ptr, &o, &s, &st)
         if rc != DSK_OK:
             if s != NULL:
                 dsk_solver_free(s)
@@ -374,14 +437,31 @@ cdef class Solver:
         self.model = model
         self._lock = threading.Lock()
 
+    cdef int _ready(self) except -1:
+        if self.ptr == NULL:
+            raise ValueError("Solver is not initialised")
+        return 0
+
+    @property
+    def integrator(self):
+        """The integrator chosen, e.g. "CVODES BDF" or "IDAS BDF"."""
+        self._ready()
+        return _text(dsk_solver_integrator_name(self.ptr))
+
+    @property
+    def linear_solver(self):
+        """The linear solver chosen: "none", "dense", "lapack" or "klu"."""
+        self._ready()
+        return _text(dsk_solver_linsol_name(self.ptr))
+
     def solve_dense(self, const double[::1] p not None, const double[::1] times not None):
         """solve_dense(p, times) -> numpy.ndarray of shape (nout, len(times))
 
         Solve with parameters p (nparams float64) and return the outputs at
-        the given non-decreasing times. Runs without the GIL.
+        the given non-decreasing times. Runs without the GIL. After a stop
+        root (no reset) the remaining columns are NaN: see last_stop().
         """
-        if self.ptr == NULL:
-            raise ValueError("Solver is not initialised")
+        self._ready()
         cdef int nparams = self.model.nparams
         cdef int nout = self.model.nout
         cdef Py_ssize_t nt = times.shape[0]
@@ -408,14 +488,69 @@ cdef class Solver:
                 check(rc, &st, _stats_dict(&stats))
         return y
 
+    def solve(self, const double[::1] p not None, double t_final):
+        """solve(p, t_final) -> (ts, ys, stop)
+
+        Integrate from t0 to t_final in one-step mode and return every
+        internal step: ts (nt,), ys (nout, nt), and stop (None, or
+        (t, index) when a stop root without reset ended the solve).
+        """
+        self._ready()
+        cdef int nparams = self.model.nparams
+        cdef int nout = self.model.nout
+        if p.shape[0] != nparams:
+            raise ValueError("expected %d parameters, got %d" % (nparams, p.shape[0]))
+        cdef const double *pp = &p[0] if nparams > 0 else NULL
+        cdef const double *tsp = NULL
+        cdef const double *ysp = NULL
+        cdef int nt = 0
+        cdef dsk_status st
+        cdef dsk_stats stats
+        cdef int rc
+        cdef double[::1] tv
+        cdef double[:, ::1] yv
+        dsk_status_clear(&st)
+        with self._lock:
+            with nogil:
+                rc = dsk_solver_solve(self.ptr, pp, t_final, &nt, &tsp, &ysp, &st)
+            if rc != DSK_OK:
+                dsk_solver_stats(self.ptr, &stats)
+                check(rc, &st, _stats_dict(&stats))
+            ts = np.empty(nt, dtype=np.float64)
+            ys = np.empty((nt, nout), dtype=np.float64)
+            if nt > 0:
+                tv = ts
+                memcpy(&tv[0], tsp, nt * sizeof(double))
+                if nout > 0:
+                    yv = ys
+                    memcpy(&yv[0, 0], ysp, nt * nout * sizeof(double))
+            stop = self._last_stop()
+        return ts, np.ascontiguousarray(ys.T), stop
+
+    cdef object _last_stop(self):
+        cdef double t = 0.0
+        cdef int index = 0
+        if dsk_solver_last_stop(self.ptr, &t, &index):
+            return (t, index)
+        return None
+
+    def last_stop(self):
+        """last_stop() -> None or (t, index)
+
+        The stop root (time, element of stop) that ended the last solve, for
+        a model with stop and no reset; None otherwise.
+        """
+        self._ready()
+        with self._lock:
+            return self._last_stop()
+
     def stats(self):
         """stats() -> dict
 
         Statistics of the last solve: steps, rhs_evals, jac_evals, lin_setups,
-        err_test_fails, nonlin_iters, nonlin_fails.
+        err_test_fails, nonlin_iters, nonlin_fails, events.
         """
-        if self.ptr == NULL:
-            raise ValueError("Solver is not initialised")
+        self._ready()
         cdef dsk_stats s
         with self._lock:
             dsk_solver_stats(self.ptr, &s)

@@ -57,6 +57,11 @@ class CompileError(DiffsolError):
 class SolverError(DiffsolError, RuntimeError):
     """The ODE/DAE solver failed.
 
+    The message names the integrator, the time reached, the SUNDIALS flag,
+    the SUNDIALS message, and ends with ``Suggestion: ...`` (raise
+    ``max_steps``, try ``method="bdf"``, check the model, ...). The module
+    that raised it stays usable for the next solve.
+
     Attributes
     ----------
     t : float or None
@@ -65,6 +70,8 @@ class SolverError(DiffsolError, RuntimeError):
         SUNDIALS return flag name, for example ``"CV_TOO_MUCH_WORK"``.
     stats : dict or None
         Solver statistics (steps, rhs_evals, ...) up to the failure.
+    suggestion : str or None
+        What to try, the ``Suggestion:`` part of the message.
     """
 
     def __init__(
@@ -79,3 +86,12 @@ class SolverError(DiffsolError, RuntimeError):
         self.t = t
         self.flag = flag
         self.stats = stats
+        marker = "Suggestion: "
+        self.suggestion = message.split(marker, 1)[1] if marker in message else None
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.stats:
+            keys = ("steps", "rhs_evals", "jac_evals", "err_test_fails", "nonlin_fails")
+            text += " [" + ", ".join(f"{k}={self.stats[k]}" for k in keys if k in self.stats) + "]"
+        return text

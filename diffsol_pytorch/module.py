@@ -12,14 +12,15 @@ import torch
 
 from diffsol_pytorch import _kernel
 
-__all__ = ["DiffsolModule", "solve_dense", "clear_module_cache"]
+__all__ = ["DiffsolModule", "Solution", "solve_dense", "clear_module_cache"]
 
 ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[float]]
 
-#: accepted values of ``method`` (more arrive with IDAS and ARKODE)
-METHODS = ("bdf",)
-#: accepted values of ``linear_solver``
-LINEAR_SOLVERS = ("auto", "dense")
+#: accepted values of ``method`` (docs/solvers.md)
+METHODS = ("bdf", "adams", "tsit45", "dopri5", "tr_bdf2", "esdirk34")
+#: accepted values of ``linear_solver``: "auto", "dense" and "klu" are the
+#: documented ones; "lapack" and "sundials_dense" force one dense LU (benchmarks)
+LINEAR_SOLVERS = ("auto", "dense", "klu", "lapack", "sundials_dense")
 
 _REJECTED_TORCH_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -58,6 +59,39 @@ def _to_numpy(x: ArrayLike, what: str) -> tuple[np.ndarray, torch.dtype, torch.d
     return arr, torch.float64, device
 
 
+class Solution:
+    """The result of :meth:`DiffsolModule.solve`: every internal solver step.
+
+    Attributes
+    ----------
+    ts : torch.Tensor
+        ``(nt,)`` times, starting at ``t0``, non-decreasing; at an event with
+        reset the event time appears twice (the state before and after it).
+    ys : torch.Tensor
+        ``(nout, nt)`` outputs at ``ts``.
+    stats : dict
+        Solver statistics of this solve (steps, rhs_evals, jac_evals, lin_setups,
+        err_test_fails, nonlin_iters, nonlin_fails, events).
+    stop : None or tuple(float, int)
+        ``(time, index)`` of the stop root that ended the solve (a model with
+        ``stop`` and no ``reset``), else None.
+    """
+
+    __slots__ = ("ts", "ys", "stats", "stop")
+
+    def __init__(self, ts: torch.Tensor, ys: torch.Tensor, stats: dict, stop: Any) -> None:
+        self.ts = ts
+        self.ys = ys
+        self.stats = stats
+        self.stop = stop
+
+    def __repr__(self) -> str:
+        return (
+            f"Solution(nt={self.ts.shape[0]}, nout={self.ys.shape[0]}, "
+            f"steps={self.stats.get('steps')}, stop={self.stop!r})"
+        )
+
+
 class DiffsolModule:
     """A DiffSL model compiled once, solved many times.
 
@@ -70,8 +104,11 @@ class DiffsolModule:
     code : str
         The DiffSL model (see ``docs/`` and ``shared/DIFFSL.md``).
     method : str, optional
-        Integration method. Only ``"bdf"`` (CVODES BDF) is available so far.
-        The default is ``"bdf"``.
+        ``"bdf"`` (CVODES BDF, or IDAS when the model has a mass matrix ``M``),
+        ``"adams"`` (CVODES Adams-Moulton), ``"tsit45"`` and ``"dopri5"``
+        (explicit Runge-Kutta 5(4), ARKODE), ``"tr_bdf2"`` and ``"esdirk34"``
+        (implicit Runge-Kutta, ARKODE). The ARKODE methods accept a
+        non-singular ``M`` only. The default is ``"bdf"``. See docs/solvers.md.
     rtol : float, optional
         Relative tolerance. The default is 1e-6.
     atol : float or array_like, optional
@@ -81,9 +118,11 @@ class DiffsolModule:
     h0 : float or None, optional
         Initial step size; None lets the solver choose. The default is None.
     max_steps : int, optional
-        Maximum number of solver steps per output interval. The default is 100000.
+        Maximum number of solver steps in one solve. The default is 100000.
     linear_solver : str, optional
-        ``"auto"`` or ``"dense"``. The default is ``"auto"``.
+        ``"auto"`` (dense LU for small or dense Jacobians, KLU for large sparse
+        ones), ``"dense"`` or ``"klu"``; ``"lapack"`` and ``"sundials_dense"``
+        force one dense LU. The default is ``"auto"``.
 
     Attributes
     ----------
@@ -95,6 +134,9 @@ class DiffsolModule:
         float64 tensor of the literal values given in ``in``.
     code : str
         The DiffSL source.
+    last_stop : None, tuple(float, int) or list
+        After :meth:`solve_dense`: ``(time, index)`` of the stop root that ended
+        the solve (outputs after it are NaN), or None; a list of these for a batch.
 
     Raises
     ------
@@ -103,7 +145,8 @@ class DiffsolModule:
     CompileError
         The C compiler failed or the cache is unusable.
     ValueError
-        An option has a bad value.
+        An option has a bad value, or the method cannot take the model (a
+        singular mass matrix with an ARKODE method, a mass matrix with adams).
 
     Examples
     --------
@@ -175,8 +218,9 @@ class DiffsolModule:
                 f"{self._model.nstates} states"
             )
         self._solver = _kernel.Solver(
-            self._model, rtol, self.atol, t0, h0, self.max_steps
+            self._model, rtol, self.atol, t0, h0, self.max_steps, method, linear_solver
         )
+        self.last_stop: Any = None
 
     # ---- sizes and metadata ----------------------------------------------------
     @property
@@ -203,6 +247,16 @@ class DiffsolModule:
     def default_params(self) -> torch.Tensor:
         """The literal values of ``in`` as a float64 tensor."""
         return torch.from_numpy(self._model.default_params)
+
+    @property
+    def integrator(self) -> str:
+        """The integrator in use, e.g. ``"CVODES BDF"``, ``"IDAS BDF"``."""
+        return self._solver.integrator
+
+    @property
+    def linear_solver_used(self) -> str:
+        """The linear solver chosen: ``"none"``, ``"dense"``, ``"lapack"`` or ``"klu"``."""
+        return self._solver.linear_solver
 
     @property
     def stats(self) -> dict[str, int]:
@@ -262,7 +316,9 @@ class DiffsolModule:
         torch.Tensor
             ``(nout, len(times))``, or ``(B, nout, len(times))`` for a batch; float32
             when ``params`` is float32, float64 otherwise; on the device of ``params``.
-            The solve itself always runs on the CPU in float64.
+            The solve itself always runs on the CPU in float64. For a model with
+            ``stop`` and no ``reset`` the solve ends at the first root: later
+            columns are NaN and :attr:`last_stop` gives ``(time, index)``.
 
         Raises
         ------
@@ -275,10 +331,58 @@ class DiffsolModule:
         p, dtype, device = self._check_params(params)
         t = self._check_times(times)
         if p.ndim == 1:
+            self.last_stop = None
             y = self._solver.solve_dense(p, t)
+            self.last_stop = self._solver.last_stop()
         else:
-            y = np.stack([self._solver.solve_dense(np.ascontiguousarray(row), t) for row in p])
+            ys, stops = [], []
+            self.last_stop = None
+            for row in p:
+                ys.append(self._solver.solve_dense(np.ascontiguousarray(row), t))
+                stops.append(self._solver.last_stop())
+            self.last_stop = stops
+            y = np.stack(ys)
         return torch.from_numpy(y).to(device=device, dtype=dtype)
+
+    def solve(self, params: ArrayLike, t_final: float) -> Solution:
+        """Solve from ``t0`` to ``t_final`` and return every internal step.
+
+        Parameters
+        ----------
+        params : torch.Tensor, numpy.ndarray or list of float
+            Shape ``(nparams,)``.
+        t_final : float
+            Final time, ``>= t0``.
+
+        Returns
+        -------
+        Solution
+            ``ts`` (nt,), ``ys`` (nout, nt), ``stats`` (dict) and ``stop``
+            (None, or ``(time, index)`` of the stop root that ended the solve);
+            tensors in the dtype and on the device of ``params``.
+
+        Raises
+        ------
+        ValueError
+            Bad shapes or values (before any work).
+        SolverError
+            The solver failed (carries ``t``, ``flag`` and ``stats``).
+        """
+        p, dtype, device = self._check_params(params)
+        if p.ndim != 1:
+            raise ValueError(f"solve takes one parameter set of shape ({self.nparams},)")
+        t_final = float(t_final)
+        if not math.isfinite(t_final):
+            raise ValueError(f"t_final must be finite, got {t_final}")
+        if t_final < self.t0:
+            raise ValueError(f"t_final = {t_final!r} is before t0 = {self.t0!r}")
+        ts, ys, stop = self._solver.solve(p, t_final)
+        return Solution(
+            torch.from_numpy(ts).to(device=device, dtype=dtype),
+            torch.from_numpy(ys).to(device=device, dtype=dtype),
+            self._solver.stats(),
+            stop,
+        )
 
     def __call__(self, params: ArrayLike, times: ArrayLike) -> torch.Tensor:
         """Same as :meth:`solve_dense`."""

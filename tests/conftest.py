@@ -1,4 +1,8 @@
-"""Shared pytest set-up: --run-perf, an isolated JIT cache, model paths."""
+"""Shared pytest set-up: an isolated JIT cache, model paths.
+
+Markers and ``--run-perf`` come from the package's pytest plugin
+(diffsol_pytorch/pytest_plugin.py, loaded through its pytest11 entry point).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,6 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MODELS = ROOT / "examples" / "models"
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--run-perf", action="store_true", default=False, help="run tests marked perf")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -29,15 +29,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if cache is not None:
         os.environ.pop("DIFFSOL_PYTORCH_CACHE", None)
         cache.cleanup()
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--run-perf"):
-        return
-    skip = pytest.mark.skip(reason="perf test: run with --run-perf")
-    for item in items:
-        if "perf" in item.keywords:
-            item.add_marker(skip)
 
 
 def model_source(name: str) -> str:

@@ -10,6 +10,7 @@ void suite_sema(void);
 void suite_emit(void);
 void suite_jit(void);
 void suite_solver(void);
+void suite_linsol(void);
 void suite_corpus(void);
 
 static const struct {
@@ -17,7 +18,7 @@ static const struct {
   void (*run)(void);
 } suites[] = {
     {"lex", suite_lex},   {"parse", suite_parse}, {"sema", suite_sema},
-    {"emit", suite_emit}, {"jit", suite_jit},     {"solver", suite_solver},
+    {"emit", suite_emit}, {"jit", suite_jit},     {"solver", suite_solver},   {"linsol", suite_linsol},
     {"corpus", suite_corpus},
 };
 

@@ -97,6 +97,16 @@ static char *slurp(const char *path) {
   return buf;
 }
 
+/* dsk_model_compile into the test cache; NULL (and a failed check) on error. */
+static dsk_model *compile(const char *src) {
+  dsk_jit_options opt = {cache_dir, NULL};
+  dsk_model *m = NULL;
+  dsk_status st;
+  int rc = dsk_model_compile(src, &opt, &m, &st);
+  CHECK_MSG(rc == DSK_OK, "%s\n%s", st.msg, src);
+  return rc == DSK_OK ? m : NULL;
+}
+
 static double urand(unsigned *seed) { return (double)rand_r(seed) / RAND_MAX - 0.5; }
 
 static double dot(const double *a, const double *b, int n) {
@@ -187,12 +197,8 @@ static void check_family(const dsk_gen_table *tab, int fam, const double *p, dou
 }
 
 static void check_model(const char *src, const char *label) {
-  dsk_jit_options opt = {cache_dir, NULL};
-  dsk_model *m = NULL;
-  dsk_status st;
-  int rc = dsk_model_compile(src, &opt, &m, &st);
-  CHECK_MSG(rc == DSK_OK, "%s: %s", label, st.msg);
-  if (rc) return;
+  dsk_model *m = compile(src);
+  if (!m) return;
   {
     const dsk_gen_table *tab = dsk_model_table(m);
     int nx = tab->nstates;
@@ -363,12 +369,8 @@ static void test_examples(void) {
 
 /* Values of generated code against hand computation. */
 static void test_values(void) {
-  dsk_jit_options opt = {cache_dir, NULL};
-  dsk_model *m = NULL;
-  dsk_status st;
-  int rc = dsk_model_compile(models[2], &opt, &m, &st);
-  CHECK_MSG(rc == DSK_OK, "%s", st.msg);
-  if (rc) return;
+  dsk_model *m = compile(models[2]);
+  if (!m) return;
   {
     const dsk_gen_table *tab = dsk_model_table(m);
     double ws[64] = {0}, u[2], v[2] = {0.3, -0.7}, y[4];
@@ -442,15 +444,10 @@ static void test_layouts(void) {
 
 /* A sparse matrix read from a FROSTT file, times the state. */
 static void test_read_file(void) {
-  dsk_jit_options opt = {cache_dir, NULL};
-  dsk_model *m = NULL;
-  dsk_status st;
-  int rc = dsk_model_compile("in_i { a = 2 }\n"
-                             "C_ij { (0:3, 0:3): read('_ckernel/tests/data/c3.tns') }\n"
-                             "u_i { 1, 2, 3 }\nF_i { a * C_ij * u_j }\n",
-                             &opt, &m, &st);
-  CHECK_MSG(rc == DSK_OK, "%s", st.msg);
-  if (rc) return;
+  dsk_model *m = compile("in_i { a = 2 }\n"
+                         "C_ij { (0:3, 0:3): read('_ckernel/tests/data/c3.tns') }\n"
+                         "u_i { 1, 2, 3 }\nF_i { a * C_ij * u_j }\n");
+  if (!m) return;
   {
     const dsk_gen_table *tab = dsk_model_table(m);
     double ws[32] = {0}, u[3], f[3];
@@ -469,12 +466,8 @@ static void test_read_file(void) {
 
 /* interp1d values: linear between grid points, clamped outside */
 static void test_interp_values(void) {
-  dsk_jit_options opt = {cache_dir, NULL};
-  dsk_model *m = NULL;
-  dsk_status st;
-  int rc = dsk_model_compile(models[4], &opt, &m, &st);
-  CHECK_MSG(rc == DSK_OK, "%s", st.msg);
-  if (rc) return;
+  dsk_model *m = compile(models[4]);
+  if (!m) return;
   {
     const dsk_gen_table *tab = dsk_model_table(m);
     double ws[64] = {0}, u[2], y[3], f[2];
@@ -492,12 +485,8 @@ static void test_interp_values(void) {
 
 /* rhs reports a NaN or an infinity with 1 */
 static void test_nonfinite(void) {
-  dsk_jit_options opt = {cache_dir, NULL};
-  dsk_model *m = NULL;
-  dsk_status st;
-  int rc = dsk_model_compile("u { 1 }\nF { sqrt(u - 2) }\n", &opt, &m, &st);
-  CHECK_MSG(rc == DSK_OK, "%s", st.msg);
-  if (rc) return;
+  dsk_model *m = compile("u { 1 }\nF { sqrt(u - 2) }\n");
+  if (!m) return;
   {
     const dsk_gen_table *tab = dsk_model_table(m);
     double ws[8] = {0}, u = 1.0, f;
@@ -512,12 +501,8 @@ static void test_nonfinite(void) {
 
 /* The 3-D model by hand: w_ij = T_ijk u_k, z_i = w_ij u_j. */
 static void test_contraction_values(void) {
-  dsk_jit_options opt = {cache_dir, NULL};
-  dsk_model *m = NULL;
-  dsk_status st;
-  int rc = dsk_model_compile(models[3], &opt, &m, &st);
-  CHECK_MSG(rc == DSK_OK, "%s", st.msg);
-  if (rc) return;
+  dsk_model *m = compile(models[3]);
+  if (!m) return;
   {
     const dsk_gen_table *tab = dsk_model_table(m);
     double ws[128] = {0}, u[4], f[4], want[2] = {0, 0}, T[2][2][2], a = 0.7;
@@ -557,12 +542,8 @@ static void test_large_sparse_text(void) {
    unit-vector sweeps, the pattern holds every non-zero, and a tridiagonal
    Jacobian needs 3 colours. */
 static void check_jacobian(const char *src, const char *label, int want_colors) {
-  dsk_jit_options opt = {cache_dir, NULL};
-  dsk_model *m = NULL;
-  dsk_status st;
-  int rc = dsk_model_compile(src, &opt, &m, &st);
-  CHECK_MSG(rc == DSK_OK, "%s: %s", label, st.msg);
-  if (rc) return;
+  dsk_model *m = compile(src);
+  if (!m) return;
   {
     const dsk_gen_table *tab = dsk_model_table(m);
     const dsk_sparsity *J = dsk_model_jac_pattern(m);
@@ -638,6 +619,24 @@ static void test_jacobians(void) {
       dsk_translation_free(&tr);
     }
     free(src);
+  }
+  {
+    /* mass values of model 2: M_i { m * dp + dq, dq } -> [[m, 1], [0, 1]] */
+    dsk_jit_options opt = {cache_dir, NULL};
+    dsk_model *m = NULL;
+    dsk_status st;
+    CHECK(dsk_model_compile(models[2], &opt, &m, &st) == DSK_OK);
+    if (m) {
+      const dsk_sparsity *P = dsk_model_mass_pattern(m);
+      const dsk_gen_table *tab = dsk_model_table(m);
+      double ws[64] = {0}, work[4], vals[3];
+      tab->init(ws);
+      tab->set_inputs(tab->default_params, ws);
+      CHECK(P->nnz == 3 && P->colptr[1] == 1 && P->colptr[2] == 3);
+      CHECK(dsk_model_mass_values(m, 0.0, ws, work, vals) == 0);
+      CHECK(vals[0] == 2.0 && vals[1] == 1.0 && vals[2] == 1.0);
+      dsk_model_free(m);
+    }
   }
 }
 

@@ -1,0 +1,145 @@
+/*
+ * solve.h - internal: the dsk_solver structure shared by the solver front end
+ * (solve.c), the integrator back ends (solve_cvodes.c, solve_idas.c,
+ * solve_arkode.c) and the linear algebra (linsol.c).
+ *
+ * solve.c owns the public dsk_solver_* functions: options, the choice of back
+ * end and linear solver, the output loops (dense output and internal steps),
+ * events and error reports.  A back end only wraps one SUNDIALS integrator
+ * behind dsk_backend; linsol.c builds the matrices, the linear solvers and
+ * fills them from the model's Jacobian and mass matrix.
+ */
+#ifndef DSK_SOLVE_H
+#define DSK_SOLVE_H
+
+#include <nvector/nvector_serial.h>
+#include <sundials/sundials_context.h>
+#include <sundials/sundials_linearsolver.h>
+#include <sundials/sundials_matrix.h>
+
+#include "dsk.h"
+#include "model.h"
+
+#if !defined(SUNDIALS_DOUBLE_PRECISION)
+#error "the kernel needs SUNDIALS built with double precision"
+#endif
+
+/* Return values of dsk_backend.step, the same in CVODES, IDAS and ARKODE. */
+#define DSK_STEP_SUCCESS 0
+#define DSK_STEP_TSTOP 1
+#define DSK_STEP_ROOT 2
+
+typedef struct dsk_backend {
+  const char *name; /* "CVODES", "IDAS", "ARKODE": used in messages */
+  /* SUNDIALS memory, linear solvers attached, root functions set; once. */
+  int (*create)(dsk_solver *s, dsk_status *st);
+  /* Restart at t0 from s->y (and s->yp for IDAS) with the tolerances, h0
+     and step limit of s->opt; IDAS also computes consistent initial values.
+     tout1: a time in the direction of integration (for IDACalcIC). */
+  int (*reinit)(dsk_solver *s, double t0, double tout1, dsk_status *st);
+  int (*set_stop_time)(dsk_solver *s, double tstop);
+  int (*set_max_steps)(dsk_solver *s, long max_steps);
+  /* One call of CVode / IDASolve / ARKStepEvolve (one_step: ONE_STEP mode);
+     writes the state at *tret into s->y.  Returns the SUNDIALS flag. */
+  int (*step)(dsk_solver *s, double tout, int one_step, double *tret);
+  int (*root_info)(dsk_solver *s, int *found);
+  int (*current_time)(dsk_solver *s, double *t);
+  int (*last_step)(dsk_solver *s, double *h);
+  /* Counters since the last reinit (a failing getter leaves 0). */
+  void (*stats)(dsk_solver *s, dsk_stats *out);
+  /* Name of a flag, malloc'd (SUNDIALS 6 convention); NULL if unknown. */
+  char *(*flag_name)(int flag);
+  void (*free)(dsk_solver *s);
+} dsk_backend;
+
+extern const dsk_backend dsk_backend_cvodes;
+extern const dsk_backend dsk_backend_idas;
+extern const dsk_backend dsk_backend_arkode;
+
+struct dsk_solver {
+  const dsk_model *model;
+  const dsk_gen_table *tab;
+  const dsk_backend *be;
+  dsk_solver_options opt; /* opt.atol_vec is not kept; see atolv */
+  int n;                  /* nstates */
+  int has_mass;           /* the model defines M */
+  int nstop, has_reset;   /* events */
+  int implicit;           /* the method needs a Newton (linear) solver */
+  int linsol;             /* resolved dsk_linsol: DSK_LS_SUNDENSE, _LAPACK, _KLU, or -1 (none) */
+
+  SUNContext ctx;
+  double *ws;    /* model workspace (nws), init'ed once */
+  double *dws;   /* tangent workspace (nws) */
+  double *jwork; /* 3 * nstates, for dsk_model_jac_values */
+  double *jvals; /* values of the Jacobian pattern */
+  double *mvals; /* values of the mass pattern */
+  double *mwork; /* 2 * nstates: seed and M v */
+  double *yout;  /* one column of outputs (nout) */
+  double *gout;  /* nstop, for the root functions */
+  int *rootsfound;
+  N_Vector y, yp; /* state (and du/dt for IDAS) */
+  N_Vector atolv; /* per-state absolute tolerances, or NULL */
+  N_Vector id;    /* IDAS: 1 differential, 0 algebraic */
+  SUNMatrix A, Mmat;          /* Newton matrix (or J) and mass matrix (ARKODE) */
+  SUNLinearSolver LS, MLS;    /* their linear solvers */
+  void *mem;                  /* CVODES / IDAS / ARKStep memory */
+
+  /* Newton-matrix pattern: the union of the Jacobian, mass and diagonal
+     patterns (CSC, rows sorted), and where each Jacobian / mass entry goes. */
+  dsk_sparsity U;
+  const dsk_sparsity *Mp; /* the model's mass pattern */
+  int *jmap, *mmap;
+  int *diagmap;                /* position of (i, i) in U */
+
+  /* trajectory of dsk_solver_solve (owned, grown as needed) */
+  double *traj_t, *traj_y;
+  size_t traj_n, traj_cap;
+
+  dsk_stats stats;     /* of the last solve */
+  dsk_stats acc;       /* counters of earlier segments (before event resets) */
+  char sun_msg[1024];  /* last SUNDIALS error message */
+  const char *fn_name; /* first model function that failed in this solve */
+  int fn_rc;
+  double fn_t;
+  int stopped;         /* the last solve ended at a stop root */
+  double stop_t;
+  int stop_index;
+  double t_cur;        /* time of the state in y */
+};
+
+/* ---- solve.c: callbacks' helpers -------------------------------------------- */
+
+/* Records the first failing model function of a solve; returns the code to
+   hand to SUNDIALS: > 0 (recoverable) stays 1, < 0 becomes -1. */
+int dsk_solver_model_failed(dsk_solver *s, const char *fn, int rc, double t);
+/* Stores SUNDIALS error messages (error_code < 0) in s->sun_msg. */
+void dsk_solver_err_handler(int error_code, const char *module, const char *function, char *msg,
+                            void *data);
+/* Fills st for a negative integrator flag (message with the time, the flag
+   name, the SUNDIALS message and a suggestion); returns the dsk_code. */
+int dsk_solver_fail(dsk_solver *s, int flag, dsk_status *st);
+/* The root functions g = stop(t, y). */
+int dsk_solver_eval_stop(dsk_solver *s, double t, const double *y, double *g);
+
+/* ---- linsol.c ----------------------------------------------------------------- */
+
+/* The Newton-matrix pattern, maps and the mass colouring (s->U etc.). */
+int dsk_lin_patterns(dsk_solver *s, dsk_status *st);
+/* Creates s->A and s->LS (and s->Mmat, s->MLS when with_mass) of the
+   resolved kind s->linsol. */
+int dsk_lin_create(dsk_solver *s, int with_mass, dsk_status *st);
+/* Values of J = dF/du at (t, u) into s->jvals; returns the model's code. */
+int dsk_lin_eval_jac(dsk_solver *s, double t, const double *u);
+/* Values of M at t into s->mvals; returns the model's code. */
+int dsk_lin_eval_mass(dsk_solver *s, double t);
+/* A = cj * J + cm * M (from s->jvals, s->mvals), dense or sparse. */
+void dsk_lin_assemble(dsk_solver *s, SUNMatrix A, double cj, double cm);
+/* Is M (at t0, current parameters, values in s->mvals) singular?  Sets
+   *algebraic to the number of zero columns; returns 1 when singular. */
+int dsk_lin_mass_singular(dsk_solver *s, int *algebraic);
+void dsk_lin_free(dsk_solver *s);
+
+/* Dense LU from LAPACK (OpenBLAS dgetrf / dgetrs) over a SUNDenseMatrix. */
+SUNLinearSolver dsk_linsol_lapack(N_Vector y, SUNMatrix A, SUNContext ctx);
+
+#endif
