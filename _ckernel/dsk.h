@@ -212,6 +212,25 @@ const char *dsk_solver_integrator_name(const dsk_solver *s);
 const char *dsk_solver_linsol_name(const dsk_solver *s);
 void dsk_solver_free(dsk_solver *s);
 
+/* ---- reverse mode (sens_adjoint.c) ------------------------------------------
+   The checkpointed adjoint, for method bdf/adams on models without M and
+   without events so far (DSK_E_ARG otherwise). */
+
+/* Forward pass that records checkpoints (every 100 steps) and the state at
+   each output time; y as dsk_solver_solve_dense (may be NULL). */
+int dsk_solver_forward_checkpointed(dsk_solver *s, const double *p, const double *times, int nt,
+                                    double *y, dsk_status *st);
+/* One backward pass over the last checkpointed forward pass:
+   grad[k] = d/dp_k sum_ij g[i*nt + j] out_i(t_j) (g: nout x nt, row-major).
+   Output times whose g column is zero cost nothing, and the pass starts at
+   the last non-zero one.  May be repeated with other g; DSK_E_ARG once the
+   solver has solved again. */
+int dsk_solver_backward(dsk_solver *s, const double *g, double *grad, dsk_status *st);
+/* Both; the forward pass only goes as far as the last time with a non-zero g. */
+int dsk_solver_reverse(dsk_solver *s, const double *p, const double *times, int nt,
+                       const double *g, double *grad, dsk_status *st);
+
+
 #ifdef __cplusplus
 }
 #endif

@@ -121,6 +121,7 @@ const char *dsk_solver_linsol_name(const dsk_solver *s) {
 
 void dsk_solver_free(dsk_solver *s) {
   if (!s) return;
+  dsk_adjoint_free(s); /* before the integrator memory it refers to */
   if (s->be && s->mem) s->be->free(s);
   dsk_lin_free(s);
   if (s->id) N_VDestroy(s->id);
@@ -430,6 +431,7 @@ static int restart(dsk_solver *s, double t, double tend, dsk_status *st) {
 
 /* Parameters, N = 0, the initial state (and du/dt guess), restart at t0. */
 static int start_solve(dsk_solver *s, const double *p, double tend, dsk_status *st) {
+  s->generation++;
   s->sun_msg[0] = '\0';
   s->fn_name = NULL;
   s->stopped = 0;
@@ -649,3 +651,19 @@ int dsk_solver_solve(dsk_solver *s, const double *p, double t_final, int *nt, co
   }
   return rc;
 }
+
+/* ---- for sens_forward.c and sens_adjoint.c ---------------------------------------- */
+
+int dsk_solver_begin(dsk_solver *s, const double *p, double tend, dsk_status *st) {
+  return start_solve(s, p, tend, st);
+}
+
+int dsk_solver_check_times(const dsk_solver *s, const double *times, int nt, dsk_status *st) {
+  return check_times(s, times, nt, st);
+}
+
+int dsk_solver_check_params(dsk_solver *s, const double *p, dsk_status *st) {
+  return check_solve_args(s, p, st);
+}
+
+void dsk_solver_collect_stats(dsk_solver *s) { collect_stats(s); }

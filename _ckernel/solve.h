@@ -105,6 +105,9 @@ struct dsk_solver {
   double stop_t;
   int stop_index;
   double t_cur;        /* time of the state in y */
+
+  struct dsk_adjoint *adj; /* sens_adjoint.c: checkpointed adjoint state, or NULL */
+  long generation;         /* solves started so far: a checkpoint records its own */
 };
 
 /* ---- solve.c: callbacks' helpers -------------------------------------------- */
@@ -120,6 +123,19 @@ void dsk_solver_err_handler(int error_code, const char *module, const char *func
 int dsk_solver_fail(dsk_solver *s, int flag, dsk_status *st);
 /* The root functions g = stop(t, y). */
 int dsk_solver_eval_stop(dsk_solver *s, double t, const double *y, double *g);
+
+/* solve.c: start a solve (parameters, N = 0, initial state, restart at t0
+   towards tend); counts a new generation. */
+int dsk_solver_begin(dsk_solver *s, const double *p, double tend, dsk_status *st);
+/* solve.c: the statistics of the current solve into s->stats. */
+void dsk_solver_collect_stats(dsk_solver *s);
+/* solve.c: checks of times and parameters shared by every solve. */
+int dsk_solver_check_times(const dsk_solver *s, const double *times, int nt, dsk_status *st);
+int dsk_solver_check_params(dsk_solver *s, const double *p, dsk_status *st);
+
+/* ---- sens_adjoint.c ------------------------------------------------------------ */
+
+void dsk_adjoint_free(dsk_solver *s);
 
 /* ---- linsol.c ----------------------------------------------------------------- */
 

@@ -13,7 +13,9 @@ from diffsol_pytorch.errors import (
     SolverError as SolverError,
 )
 from diffsol_pytorch.module import (
+    Checkpoint as Checkpoint,
     DiffsolModule as DiffsolModule,
+    reverse_mode as reverse_mode,
     Solution as Solution,
     clear_module_cache as clear_module_cache,
     solve_dense as solve_dense,
@@ -32,6 +34,7 @@ def _version() -> str:
 __version__ = _version()
 
 __all__ = [
+    "Checkpoint",
     "CompileError",
     "DiffsolError",
     "DiffSLError",
@@ -41,5 +44,6 @@ __all__ = [
     "SolverError",
     "__version__",
     "clear_module_cache",
+    "reverse_mode",
     "solve_dense",
 ]

@@ -126,6 +126,11 @@ cdef extern from "dsk.h" nogil:
     int dsk_solver_solve(dsk_solver *s, const double *p, double t_final, int *nt,
                          const double **ts, const double **ys, dsk_status *st)
     int dsk_solver_last_stop(const dsk_solver *s, double *t, int *index)
+    int dsk_solver_forward_checkpointed(dsk_solver *s, const double *p, const double *times,
+                                        int nt, double *y, dsk_status *st)
+    int dsk_solver_backward(dsk_solver *s, const double *g, double *grad, dsk_status *st)
+    int dsk_solver_reverse(dsk_solver *s, const double *p, const double *times, int nt,
+                           const double *g, double *grad, dsk_status *st)
     void dsk_solver_stats(const dsk_solver *s, dsk_stats *out)
     const char *dsk_solver_integrator_name(const dsk_solver *s)
     const char *dsk_solver_linsol_name(const dsk_solver *s)
@@ -487,6 +492,96 @@ cdef class Solver:
                 dsk_solver_stats(self.ptr, &stats)
                 check(rc, &st, _stats_dict(&stats))
         return y
+
+    def forward_checkpointed(self, const double[::1] p not None,
+                             const double[::1] times not None):
+        """forward_checkpointed(p, times) -> numpy.ndarray (nout, len(times))
+
+        The forward pass of reverse mode: outputs as solve_dense, and the
+        checkpoints that backward() goes back over (until the next solve).
+        """
+        self._ready()
+        cdef int nparams = self.model.nparams
+        cdef int nout = self.model.nout
+        cdef Py_ssize_t nt = times.shape[0]
+        if p.shape[0] != nparams:
+            raise ValueError("expected %d parameters, got %d" % (nparams, p.shape[0]))
+        if nt < 1 or nt > 2147483647:
+            raise ValueError("need between 1 and 2**31 - 1 output times")
+        y = np.zeros((nout, nt), dtype=np.float64)
+        cdef double[:, ::1] yv = y
+        cdef const double *pp = &p[0] if nparams > 0 else NULL
+        cdef double *yp = &yv[0, 0] if nout > 0 else NULL
+        cdef dsk_status st
+        cdef dsk_stats stats
+        cdef int rc
+        dsk_status_clear(&st)
+        with self._lock:
+            with nogil:
+                rc = dsk_solver_forward_checkpointed(self.ptr, pp, &times[0], <int>nt, yp, &st)
+            if rc != DSK_OK:
+                dsk_solver_stats(self.ptr, &stats)
+                check(rc, &st, _stats_dict(&stats))
+        return y
+
+    def backward(self, const double[:, ::1] g not None):
+        """backward(g) -> numpy.ndarray (nparams,)
+
+        One backward pass over the last forward_checkpointed pass: the
+        gradient of sum(g * y) w.r.t. the parameters, g of shape (nout, nt).
+        """
+        self._ready()
+        cdef int nparams = self.model.nparams
+        grad = np.zeros(nparams, dtype=np.float64)
+        cdef double[::1] gv = grad
+        cdef double *gp = &gv[0] if nparams > 0 else NULL
+        cdef const double *gin = &g[0, 0] if g.shape[0] * g.shape[1] > 0 else NULL
+        cdef dsk_status st
+        cdef int rc
+        if g.shape[0] != self.model.nout:
+            raise ValueError("g must have %d rows (nout), got %d" % (self.model.nout, g.shape[0]))
+        if gin == NULL:
+            return grad
+        dsk_status_clear(&st)
+        with self._lock:
+            with nogil:
+                rc = dsk_solver_backward(self.ptr, gin, gp, &st)
+            if rc != DSK_OK:
+                check(rc, &st, None)
+        return grad
+
+    def reverse(self, const double[::1] p not None, const double[::1] times not None,
+                const double[:, ::1] g not None):
+        """reverse(p, times, g) -> numpy.ndarray (nparams,)
+
+        Gradient of sum(g * y(p, times)) by the checkpointed adjoint; the
+        forward pass stops at the last time with a non-zero column of g.
+        """
+        self._ready()
+        cdef int nparams = self.model.nparams
+        cdef Py_ssize_t nt = times.shape[0]
+        if p.shape[0] != nparams:
+            raise ValueError("expected %d parameters, got %d" % (nparams, p.shape[0]))
+        if g.shape[0] != self.model.nout or g.shape[1] != nt:
+            raise ValueError("g must have shape (%d, %d), got (%d, %d)"
+                             % (self.model.nout, nt, g.shape[0], g.shape[1]))
+        grad = np.zeros(nparams, dtype=np.float64)
+        if nt == 0 or self.model.nout == 0:
+            return grad
+        cdef double[::1] gv = grad
+        cdef double *gp = &gv[0] if nparams > 0 else NULL
+        cdef const double *pp = &p[0] if nparams > 0 else NULL
+        cdef dsk_status st
+        cdef dsk_stats stats
+        cdef int rc
+        dsk_status_clear(&st)
+        with self._lock:
+            with nogil:
+                rc = dsk_solver_reverse(self.ptr, pp, &times[0], <int>nt, &g[0, 0], gp, &st)
+            if rc != DSK_OK:
+                dsk_solver_stats(self.ptr, &stats)
+                check(rc, &st, _stats_dict(&stats))
+        return grad
 
     def solve(self, const double[::1] p not None, double t_final):
         """solve(p, t_final) -> (ts, ys, stop)

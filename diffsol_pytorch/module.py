@@ -12,7 +12,7 @@ import torch
 
 from diffsol_pytorch import _kernel
 
-__all__ = ["DiffsolModule", "Solution", "solve_dense", "clear_module_cache"]
+__all__ = ["Checkpoint", "DiffsolModule", "Solution", "clear_module_cache", "reverse_mode", "solve_dense"]
 
 ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[float]]
 
@@ -344,6 +344,93 @@ class DiffsolModule:
             y = np.stack(ys)
         return torch.from_numpy(y).to(device=device, dtype=dtype)
 
+    # ---- reverse mode -------------------------------------------------------------------
+    def _check_grad_output(self, grad_output: ArrayLike, shape: tuple[int, ...]) -> np.ndarray:
+        g = _to_numpy(grad_output, "grad_output")[0]
+        if tuple(g.shape) != shape:
+            raise ValueError(
+                f"grad_output must have the shape of the solution {shape} "
+                f"(nout, len(times)), got {tuple(g.shape)}"
+            )
+        if not np.all(np.isfinite(g)):
+            raise ValueError("grad_output must be finite (found NaN or inf)")
+        return np.ascontiguousarray(g)
+
+    def reverse_mode(
+        self, params: ArrayLike, times: ArrayLike, grad_output: ArrayLike
+    ) -> torch.Tensor:
+        """Gradient of ``sum(grad_output * y)`` w.r.t. the parameters, by the adjoint.
+
+        One forward pass with checkpoints and one backward pass of the adjoint
+        equations (CVODES adjoint module, with the model's generated
+        vector-Jacobian products), whatever the number of parameters. Output
+        times whose ``grad_output`` column is zero cost nothing, and the forward
+        pass stops at the last time with a non-zero one.
+
+        Parameters
+        ----------
+        params : tensor, array or list
+            ``(nparams,)``, or ``(B, nparams)`` for a batch.
+        times : tensor, array or list
+            As in :meth:`solve_dense`.
+        grad_output : tensor, array or list
+            ``(nout, len(times))`` (``(B, nout, len(times))`` for a batch).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(nparams,)`` (or ``(B, nparams)``), dtype and device of ``params``.
+
+        Raises
+        ------
+        ValueError
+            Bad shapes (naming both), non-finite values, or a method/model that reverse
+            mode does not cover yet (``bdf``/``adams`` on models without ``M`` and without
+            events are covered), before any solve.
+        SolverError
+            The forward or backward integration failed.
+        """
+        p, dtype, device = self._check_params(params)
+        t = self._check_times(times)
+        shape = (self.nout, t.shape[0]) if p.ndim == 1 else (p.shape[0], self.nout, t.shape[0])
+        g = self._check_grad_output(grad_output, shape)
+        if p.ndim == 1:
+            grad = self._solver.reverse(p, t, g)
+        else:
+            grad = np.stack(
+                [self._solver.reverse(np.ascontiguousarray(row), t, np.ascontiguousarray(gb))
+                 for row, gb in zip(p, g)]
+            )
+        return torch.from_numpy(grad).to(device=device, dtype=dtype)
+
+    def solve_dense_with_checkpointing(
+        self, params: ArrayLike, times: ArrayLike, checkpoint_times: Any = None
+    ) -> tuple[torch.Tensor, "Checkpoint"]:
+        """Solve and keep checkpoints for any number of backward passes.
+
+        Returns ``(y, ckpt)``: ``y`` as :meth:`solve_dense` (``(nout, len(times))``), and a
+        :class:`Checkpoint` whose ``backward(grad_output)`` returns the gradient of
+        ``sum(grad_output * y)`` without a new forward pass. The checkpoints live in this
+        module's solver: a later solve on the module invalidates them (``backward`` then
+        raises ``ValueError``).
+
+        ``checkpoint_times`` must be None for now: CVODES places a checkpoint every 100
+        internal steps, so memory is bounded by the number of steps / 100 checkpoints plus
+        the state at each output time.
+        """
+        if checkpoint_times is not None:
+            raise ValueError(
+                "checkpoint_times is not supported yet: checkpoints are placed every 100 "
+                "internal steps; pass checkpoint_times=None"
+            )
+        p, dtype, device = self._check_params(params)
+        if p.ndim != 1:
+            raise ValueError("solve_dense_with_checkpointing takes one parameter set (nparams,)")
+        t = self._check_times(times)
+        y = self._solver.forward_checkpointed(p, t)
+        ckpt = Checkpoint(self, (self.nout, t.shape[0]), dtype, device)
+        return torch.from_numpy(y).to(device=device, dtype=dtype), ckpt
+
     def solve(self, params: ArrayLike, t_final: float) -> Solution:
         """Solve from ``t0`` to ``t_final`` and return every internal step.
 
@@ -389,6 +476,27 @@ class DiffsolModule:
         return self.solve_dense(params, times)
 
 
+class Checkpoint:
+    """The forward pass of :meth:`DiffsolModule.solve_dense_with_checkpointing`.
+
+    ``backward(grad_output)`` runs one backward (adjoint) pass and returns the
+    gradient of ``sum(grad_output * y)`` w.r.t. the parameters; it may be called
+    again with another ``grad_output``.
+    """
+
+    def __init__(self, module: DiffsolModule, shape: tuple[int, int], dtype, device) -> None:
+        self._module = module
+        self._shape = shape
+        self._dtype = dtype
+        self._device = device
+
+    def backward(self, grad_output: ArrayLike) -> torch.Tensor:
+        """Gradient ``(nparams,)`` of ``sum(grad_output * y)``; grad_output ``(nout, nt)``."""
+        g = self._module._check_grad_output(grad_output, self._shape)
+        grad = self._module._solver.backward(g)
+        return torch.from_numpy(grad).to(device=self._device, dtype=self._dtype)
+
+
 # ---- module-level forms ----------------------------------------------------------------
 
 _CACHE_SIZE = 32
@@ -427,6 +535,13 @@ def clear_module_cache() -> None:
     """Forget the modules kept by :func:`solve_dense`."""
     with _cache_lock:
         _cache.clear()
+
+
+def reverse_mode(
+    code: str, params: ArrayLike, times: ArrayLike, grad_output: ArrayLike, **options: Any
+) -> torch.Tensor:
+    """Compile (once per distinct ``code`` and options) and run :meth:`DiffsolModule.reverse_mode`."""
+    return _module_for(code, options).reverse_mode(params, times, grad_output)
 
 
 def solve_dense(code: str, params: ArrayLike, times: ArrayLike, **options: Any) -> torch.Tensor:

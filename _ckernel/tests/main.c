@@ -12,6 +12,7 @@ void suite_jit(void);
 void suite_solver(void);
 void suite_linsol(void);
 void suite_corpus(void);
+void suite_adjoint(void);
 
 static const struct {
   const char *name;
@@ -20,6 +21,7 @@ static const struct {
     {"lex", suite_lex},   {"parse", suite_parse}, {"sema", suite_sema},
     {"emit", suite_emit}, {"jit", suite_jit},     {"solver", suite_solver},   {"linsol", suite_linsol},
     {"corpus", suite_corpus},
+    {"adjoint", suite_adjoint},
 };
 
 int main(void) {

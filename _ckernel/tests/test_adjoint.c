@@ -1,0 +1,146 @@
+/* test_adjoint.c - reverse mode (sens_adjoint.c) against closed forms and
+   central finite differences of the forward solve. */
+#define _DEFAULT_SOURCE
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "../dsk.h"
+#include "runner.h"
+
+void suite_adjoint(void);
+
+static char cache_dir[64];
+
+static dsk_model *compile(const char *src) {
+  dsk_jit_options opt = {cache_dir, NULL};
+  dsk_model *m = NULL;
+  dsk_status st;
+  int rc = dsk_model_compile(src, &opt, &m, &st);
+  CHECK_MSG(rc == DSK_OK, "%s", st.msg);
+  return rc == DSK_OK ? m : NULL;
+}
+
+static dsk_solver *solver(dsk_model *m, int method, double rtol, double atol) {
+  dsk_solver_options o;
+  dsk_solver *s = NULL;
+  dsk_status st;
+  dsk_solver_options_default(&o);
+  o.method = method;
+  o.rtol = rtol;
+  o.atol = atol;
+  CHECK_MSG(dsk_solver_create(m, &o, &s, &st) == DSK_OK, "%s", st.msg);
+  return s;
+}
+
+/* decay: out = a0 exp(-k t); L = sum_j g_j out(t_j) */
+static void test_decay_closed_form(void) {
+  dsk_model *m = compile("in_i { k = 0.7, a0 = 2.0 }\nu { a0 }\nF { -k * u }\n");
+  if (!m) return;
+  for (int method = 0; method < 2; method++) {
+    dsk_solver *s = solver(m, method == 0 ? DSK_BDF : DSK_ADAMS, 1e-10, 1e-12);
+    const double p[2] = {0.7, 2.0}, times[5] = {0.0, 0.5, 1.0, 2.0, 3.0};
+    const double g[5] = {0.3, -1.0, 0.0, 2.0, 0.5};
+    double grad[2], want_k = 0, want_a = 0, y[5];
+    dsk_status st;
+    if (!s) continue;
+    for (int j = 0; j < 5; j++) {
+      double e = exp(-p[0] * times[j]);
+      want_k += g[j] * (-times[j] * p[1] * e);
+      want_a += g[j] * e;
+    }
+    CHECK_MSG(dsk_solver_reverse(s, p, times, 5, g, grad, &st) == DSK_OK, "%s", st.msg);
+    CHECK_CLOSE(grad[0], want_k, 1e-7);
+    CHECK_CLOSE(grad[1], want_a, 1e-7);
+    /* one forward pass, two backward passes with different g */
+    CHECK(dsk_solver_forward_checkpointed(s, p, times, 5, y, &st) == DSK_OK);
+    CHECK_CLOSE(y[3], 2.0 * exp(-1.4), 1e-8);
+    CHECK(dsk_solver_backward(s, g, grad, &st) == DSK_OK);
+    CHECK_CLOSE(grad[0], want_k, 1e-7);
+    {
+      const double g2[5] = {0, 0, 1.0, 0, 0};
+      CHECK(dsk_solver_backward(s, g2, grad, &st) == DSK_OK);
+      CHECK_CLOSE(grad[0], -1.0 * 2.0 * exp(-0.7), 1e-7);
+      CHECK_CLOSE(grad[1], exp(-0.7), 1e-7);
+    }
+    /* another solve invalidates the checkpoints */
+    CHECK(dsk_solver_solve_dense(s, p, times, 5, y, &st) == DSK_OK);
+    CHECK(dsk_solver_backward(s, g, grad, &st) == DSK_E_ARG);
+    CHECK_CONTAINS(st.msg, "forward pass again");
+    /* a zero g gives a zero gradient */
+    {
+      const double z[5] = {0};
+      grad[0] = grad[1] = 7;
+      CHECK(dsk_solver_reverse(s, p, times, 5, z, grad, &st) == DSK_OK);
+      CHECK(grad[0] == 0 && grad[1] == 0);
+    }
+    dsk_solver_free(s);
+  }
+  dsk_model_free(m);
+}
+
+/* Robertson with several outputs: reverse mode against central differences. */
+static void test_robertson_fd(void) {
+  dsk_model *m = compile("in_i { k1 = 0.04, k2 = 10000, k3 = 30000000 }\n"
+                         "u_i { a = 1, b = 0, c = 0 }\n"
+                         "F_i { -k1 * a + k2 * b * c, k1 * a - k2 * b * c - k3 * b * b, k3 * b * b }\n"
+                         "out_i { a + 2 * c, 1e4 * b }\n");
+  dsk_solver *s;
+  if (!m) return;
+  s = solver(m, DSK_BDF, 1e-10, 1e-14);
+  if (s) {
+    const double p[3] = {0.04, 1e4, 3e7}, times[4] = {0.1, 1.0, 10.0, 40.0};
+    const double g[8] = {0.5, -1.0, 0.25, 1.0, /* out 0 */ 1.0, 0.0, -2.0, 0.5 /* out 1 */};
+    double grad[3], y[8];
+    dsk_status st;
+    double fd[3], scale = 0;
+    CHECK_MSG(dsk_solver_reverse(s, p, times, 4, g, grad, &st) == DSK_OK, "%s", st.msg);
+    for (int k = 0; k < 3; k++) {
+      double pp[3] = {p[0], p[1], p[2]}, lp = 0, lm = 0, h = 1e-5 * p[k];
+      pp[k] = p[k] + h;
+      dsk_solver_solve_dense(s, pp, times, 4, y, &st);
+      for (int q = 0; q < 8; q++) lp += g[q] * y[q];
+      pp[k] = p[k] - h;
+      dsk_solver_solve_dense(s, pp, times, 4, y, &st);
+      for (int q = 0; q < 8; q++) lm += g[q] * y[q];
+      fd[k] = (lp - lm) / (2 * h);
+      if (fabs(fd[k] * p[k]) > scale) scale = fabs(fd[k] * p[k]);
+    }
+    /* relative sensitivities p_k dL/dp_k, to 1e-4 of the largest */
+    for (int k = 0; k < 3; k++)
+      CHECK_MSG(fabs(grad[k] - fd[k]) * p[k] <= 1e-4 * scale, "dL/dp%d: %.10g vs FD %.10g", k,
+                grad[k], fd[k]);
+    dsk_solver_free(s);
+  }
+  dsk_model_free(m);
+}
+
+static void test_refusals(void) {
+  dsk_model *m = compile("in_i { r = 1 }\nu { 1 }\nF { -r * u }\nstop { u - 0.5 }\n");
+  if (!m) return;
+  {
+    dsk_solver *s = solver(m, DSK_BDF, 1e-6, 1e-8);
+    const double p[1] = {1}, t[2] = {0, 1}, g[2] = {1, 1};
+    double grad[1];
+    dsk_status st;
+    if (s) {
+      CHECK(dsk_solver_reverse(s, p, t, 2, g, grad, &st) == DSK_E_ARG);
+      CHECK_CONTAINS(st.msg, "events");
+      dsk_solver_free(s);
+    }
+  }
+  dsk_model_free(m);
+}
+
+void suite_adjoint(void) {
+  char cmd[128];
+  strcpy(cache_dir, "/tmp/dsk_adjoint_XXXXXX");
+  if (!mkdtemp(cache_dir)) {
+    CHECK(!"mkdtemp");
+    return;
+  }
+  test_decay_closed_form();
+  test_robertson_fd();
+  test_refusals();
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", cache_dir);
+  if (system(cmd) != 0) printf("could not remove %s\n", cache_dir);
+}
