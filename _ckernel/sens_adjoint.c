@@ -21,7 +21,9 @@
 
 #include <cvodes/cvodes.h>
 #include <sunlinsol/sunlinsol_dense.h>
+#include <sunlinsol/sunlinsol_klu.h>
 #include <sunmatrix/sunmatrix_dense.h>
+#include <sunmatrix/sunmatrix_sparse.h>
 
 #include "solve.h"
 
@@ -42,6 +44,9 @@ struct dsk_adjoint {
   double *gj;        /* nout: one column of g */
   double *ubar;      /* nstates */
   double *pbar;      /* nparams */
+  /* with KLU: the transposed Newton pattern U^T (CSC) and where each entry
+     of U lands in it */
+  int *tcolptr, *trowidx, *tpos;
 };
 
 void dsk_adjoint_free(dsk_solver *s) {
@@ -52,6 +57,7 @@ void dsk_adjoint_free(dsk_solver *s) {
   if (a->yB) N_VDestroy(a->yB);
   if (a->qB) N_VDestroy(a->qB);
   free(a->times), free(a->us), free(a->bws), free(a->gj), free(a->ubar), free(a->pbar);
+  free(a->tcolptr), free(a->trowidx), free(a->tpos);
   free(a);
   s->adj = NULL;
 }
@@ -112,6 +118,32 @@ static int quad_b(realtype t, N_Vector y, N_Vector yB, N_Vector qBdot, void *dat
   return rc ? dsk_solver_model_failed(s, "rhs (adjoint quadrature)", rc, t) : 0;
 }
 
+/* U^T in CSC (the rows of U), and tpos[k]: where entry k of U sits in it. */
+static int transpose_pattern(dsk_solver *s, dsk_status *st) {
+  struct dsk_adjoint *a = s->adj;
+  const dsk_sparsity *U = &s->U;
+  int n = s->n, *next;
+  a->tcolptr = calloc((size_t)n + 1, sizeof(int));
+  a->trowidx = malloc(((size_t)U->nnz + 1) * sizeof(int));
+  a->tpos = malloc(((size_t)U->nnz + 1) * sizeof(int));
+  next = malloc(((size_t)n + 1) * sizeof(int));
+  if (!a->tcolptr || !a->trowidx || !a->tpos || !next) {
+    free(next);
+    return dsk_status_set(st, DSK_E_NOMEM, "out of memory for the adjoint's pattern");
+  }
+  for (int k = 0; k < U->nnz; k++) a->tcolptr[U->rowidx[k] + 1]++;
+  for (int i = 0; i < n; i++) a->tcolptr[i + 1] += a->tcolptr[i];
+  memcpy(next, a->tcolptr, (size_t)n * sizeof(int));
+  for (int j = 0; j < n; j++) /* columns of U in order: rows of U^T sorted */
+    for (int k = U->colptr[j]; k < U->colptr[j + 1]; k++) {
+      int q = next[U->rowidx[k]]++;
+      a->trowidx[q] = j;
+      a->tpos[k] = q;
+    }
+  free(next);
+  return DSK_OK;
+}
+
 /* d(lambda')/d(lambda) = -(dF/du)^T, from the coloured Jacobian. */
 static int jac_b(realtype t, N_Vector y, N_Vector yB, N_Vector fyB, SUNMatrix JB, void *data,
                  N_Vector tmp1, N_Vector tmp2, N_Vector tmp3) {
@@ -120,6 +152,18 @@ static int jac_b(realtype t, N_Vector y, N_Vector yB, N_Vector fyB, SUNMatrix JB
   (void)yB, (void)fyB, (void)tmp1, (void)tmp2, (void)tmp3;
   int rc = dsk_model_jac_values(s->model, t, NV_DATA_S(y), s->ws, s->dws, s->jwork, s->jvals);
   if (rc) return dsk_solver_model_failed(s, "rhs_jvp (adjoint)", rc, t);
+  if (SUNMatGetID(JB) == SUNMATRIX_SPARSE) {
+    struct dsk_adjoint *a = s->adj;
+    sunindextype *cp = SM_INDEXPTRS_S(JB), *ri = SM_INDEXVALS_S(JB);
+    double *x = SM_DATA_S(JB);
+    for (int j = 0; j <= s->n; j++) cp[j] = (sunindextype)a->tcolptr[j];
+    for (int k = 0; k < s->U.nnz; k++) {
+      ri[k] = (sunindextype)a->trowidx[k];
+      x[k] = 0.0;
+    }
+    for (int k = 0; k < P->nnz; k++) x[a->tpos[s->jmap[k]]] = -s->jvals[k];
+    return 0;
+  }
   SUNMatZero(JB);
   for (int j = 0; j < s->n; j++)
     for (int k = P->colptr[j]; k < P->colptr[j + 1]; k++)
@@ -148,8 +192,23 @@ static int start_backward(dsk_solver *s, double tB0, dsk_status *st) {
   }
   flag = CVodeCreateB(s->mem, s->opt.method == DSK_ADAMS ? CV_ADAMS : CV_BDF, &a->which);
   if (flag < 0) return cv_fail(s, flag, "CVodeCreateB", st);
-  a->AB = SUNDenseMatrix(s->n, s->n, s->ctx);
-  a->LSB = a->AB ? SUNLinSol_Dense(a->yB, a->AB, s->ctx) : NULL;
+  /* the linear solver of the forward problem, on the transposed pattern */
+  if (s->linsol == DSK_LS_KLU) {
+    int rc = transpose_pattern(s, st);
+    if (rc != DSK_OK) return rc;
+    a->AB = SUNSparseMatrix(s->n, s->n, s->U.nnz, CSC_MAT, s->ctx);
+    if (a->AB) {
+      sunindextype *cp = SM_INDEXPTRS_S(a->AB), *ri = SM_INDEXVALS_S(a->AB);
+      for (int j = 0; j <= s->n; j++) cp[j] = (sunindextype)a->tcolptr[j];
+      for (int k = 0; k < s->U.nnz; k++) ri[k] = (sunindextype)a->trowidx[k];
+    }
+    a->LSB = a->AB ? SUNLinSol_KLU(a->yB, a->AB, s->ctx) : NULL;
+  } else {
+    a->AB = SUNDenseMatrix(s->n, s->n, s->ctx);
+    a->LSB = !a->AB ? NULL
+             : s->linsol == DSK_LS_LAPACK ? dsk_linsol_lapack(a->yB, a->AB, s->ctx)
+                                          : SUNLinSol_Dense(a->yB, a->AB, s->ctx);
+  }
   if (!a->AB || !a->LSB) return dsk_status_set(st, DSK_E_NOMEM, "out of memory (adjoint)");
   const char *call = "CVodeInitB";
   flag = CVodeInitB(s->mem, a->which, rhs_b, tB0, a->yB);
