@@ -69,7 +69,7 @@ $(STAMP_PROJECT): pyproject.toml meson.build meson_options.txt constraints.txt M
 
 demo: setup
 	$(PY) -m diffsol_pytorch solve examples/models/robertson_ode.ds \
-	  --params 0.04,1e4,3e7 --times logspace:-5:5:11 --rtol 1e-8 --atol 1e-10 --plot demo.png
+	  --params 0.04,1e4,3e7 --times logspace:-5:5:11 --rtol 1e-8 --atol 1e-10 --grad 2 --plot demo.png
 
 # The kernel's C tests, in a build directory of their own (debug, for valgrind)
 $(CTEST_DIR)/build.ninja: | $(STAMP_BUILD)

@@ -212,9 +212,25 @@ const char *dsk_solver_integrator_name(const dsk_solver *s);
 const char *dsk_solver_linsol_name(const dsk_solver *s);
 void dsk_solver_free(dsk_solver *s);
 
+/* ---- forward mode (sens_forward.c) ------------------------------------------ */
+
+/* Solve with parameters p and return the outputs y (as dsk_solver_solve_dense,
+   nout x nt row-major) and their sensitivities to every parameter,
+   sens[((size_t)k * nout + i) * nt + j] = d out_i(times[j]) / d p_k
+   (nparams x nout x nt, row-major), from the sensitivity equations built
+   with the model's generated tangent code: CVODES / IDAS forward
+   sensitivity analysis for bdf and adams, the augmented system
+   [u; du/dp_1; ...] for the ARKODE methods.  Exact through stop/reset events
+   (the change of the event time with p included).  After a stop root
+   without reset the remaining columns of y and sens are NaN.  Costs grow
+   with the number of parameters; see docs/gradients.md. */
+int dsk_solver_forward(dsk_solver *s, const double *p, const double *times, int nt, double *y,
+                       double *sens, dsk_status *st);
+
 /* ---- reverse mode (sens_adjoint.c) ------------------------------------------
-   The checkpointed adjoint, for method bdf/adams on models without M and
-   without events so far (DSK_E_ARG otherwise). */
+   The checkpointed adjoint, for method bdf/adams on models without M
+   (CVODES) and bdf on models with M (IDAS: index-1 DAEs, M independent of
+   t), without events so far (DSK_E_ARG otherwise). */
 
 /* Forward pass that records checkpoints (every 100 steps) and the state at
    each output time; y as dsk_solver_solve_dense (may be NULL). */
@@ -226,6 +242,9 @@ int dsk_solver_forward_checkpointed(dsk_solver *s, const double *p, const double
    the last non-zero one.  May be repeated with other g; DSK_E_ARG once the
    solver has solved again. */
 int dsk_solver_backward(dsk_solver *s, const double *g, double *grad, dsk_status *st);
+/* A number that changes with every solve the solver starts: a checkpointed
+   forward pass is the current one while it is unchanged. */
+long dsk_solver_generation(const dsk_solver *s);
 /* Both; the forward pass only goes as far as the last time with a non-zero g. */
 int dsk_solver_reverse(dsk_solver *s, const double *p, const double *times, int nt,
                        const double *g, double *grad, dsk_status *st);

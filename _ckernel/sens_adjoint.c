@@ -1,5 +1,6 @@
 /*
- * sens_adjoint.c - reverse mode: the checkpointed adjoint of CVODES.
+ * sens_adjoint.c - reverse mode: the checkpointed adjoint of CVODES (models
+ * without M) and of IDAS (models with a mass matrix M, bdf).
  *
  * For L = sum_j g_j . out(t_j, u(t_j), p) the gradient is
  *   dL/dp = sum_j (d out/dp)^T g_j + lambda(t0)^T du0/dp + int_t0^T lambda^T dF/dp dt
@@ -14,12 +15,42 @@
  * forward pass can be followed by any number of backward passes (different
  * g) until the solver solves again.  All SUNDIALS objects of the backward
  * problem are created once and re-initialised.
+ *
+ * DAEs (IDAS): the forward problem is M(p) u' = F(t, u, p), with M
+ * independent of t and u (a t-dependent M is refused: the adjoint would need
+ * (dM/dt)^T lambda, which the generated code does not give).  With the
+ * sensitivities s = du/dp, M s' = F_u s + F_p - M_p u' (M_p u' = d(M v)/dp
+ * at v = u'), and lambda solving the backward DAE
+ *     M^T lambda' + F_u^T lambda = 0                                  (A)
+ * one has d/dt (lambda^T M s) = lambda^T (F_p - M_p u'), hence
+ *   dL/dp = sum_j [(d out/dp)^T g_j + mu_j^T (F_p - M_p u')(t_j)]
+ *         + int_t0^T lambda^T (F_p - M_p u') dt + lambda(t0)^T M du0/dp.
+ * (A) is IDAS' backward residual resB = M^T lambda' + F_u^T lambda, i.e. the
+ * example idasRoberts_ASAi_dns's (F_y'^T lambda)' - F_y^T lambda = 0 for the
+ * IDAS residual F - M u' with lambda_IDAS = -lambda.  Its Newton matrix is
+ * F_u^T + cj M^T = (J + cj M)^T.  The differential components of lambda are
+ * the non-zero rows of M (IDASetIdB); the algebraic rows of (A),
+ * (F_u^T lambda)_A = 0, fix the rest (IDACalcICB, with lambda' of the
+ * differential part, at the start and after every jump).
+ * Jump at t_j, index 1: split the equations into R_D (non-zero rows of M)
+ * and R_A (zero rows).  Only s's differential part is free; its algebraic
+ * part follows from the linearised constraints 0 = (F_u s + F_p)_{R_A}.
+ * Hence g_j^T out_u s = (M^T dlam)^T s + mu^T F_p with dlam on R_D and mu on
+ * R_A solving   M^T dlam - F_u^T mu = (d out/du)^T g_j,  i.e. one n x n
+ * system K^T v = (d out/du)^T g_j, K = [M on rows R_D; -F_u on rows R_A]
+ * (non-singular exactly for index-1 DAEs), v = dlam on R_D, mu on R_A:
+ * lambda_{R_D} jumps by v_{R_D} (so M^T lambda jumps by (d out/du)^T g_j
+ * plus F_u^T mu), grad gets mu^T (F_p - M_p u')(t_j), and IDACalcICB makes
+ * lambda_{R_A} consistent again.  Initial state: u0's differential part is
+ * du0/dp (IDACalcIC recomputes the algebraic part, which M does not see):
+ * the term is (M^T lambda(t0))^T du0/dp.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cvodes/cvodes.h>
+#include <idas/idas.h>
 #include <sunlinsol/sunlinsol_dense.h>
 #include <sunlinsol/sunlinsol_klu.h>
 #include <sunmatrix/sunmatrix_dense.h>
@@ -47,6 +78,15 @@ struct dsk_adjoint {
   /* with KLU: the transposed Newton pattern U^T (CSC) and where each entry
      of U lands in it */
   int *tcolptr, *trowidx, *tpos;
+  /* IDAS: u' at each output time, lambda', the differential components of
+     lambda (non-zero rows of M), the jump system K^T v = b and scratch */
+  double *yps;       /* nstates x nt */
+  N_Vector ypB, idB, vJ, bJ;
+  SUNMatrix AJ;
+  SUNLinearSolver LSJ;
+  int lsj_ready;     /* SUNLinSolInitialize done on LSJ */
+  double *m0;        /* M's values at t0 (t-dependence check) */
+  double *tmp, *mu, *pbar2;
 };
 
 void dsk_adjoint_free(dsk_solver *s) {
@@ -56,6 +96,13 @@ void dsk_adjoint_free(dsk_solver *s) {
   if (a->AB) SUNMatDestroy(a->AB);
   if (a->yB) N_VDestroy(a->yB);
   if (a->qB) N_VDestroy(a->qB);
+  if (a->LSJ) SUNLinSolFree(a->LSJ);
+  if (a->AJ) SUNMatDestroy(a->AJ);
+  if (a->ypB) N_VDestroy(a->ypB);
+  if (a->idB) N_VDestroy(a->idB);
+  if (a->vJ) N_VDestroy(a->vJ);
+  if (a->bJ) N_VDestroy(a->bJ);
+  free(a->yps), free(a->m0), free(a->tmp), free(a->mu), free(a->pbar2);
   free(a->times), free(a->us), free(a->bws), free(a->gj), free(a->ubar), free(a->pbar);
   free(a->tcolptr), free(a->trowidx), free(a->tpos);
   free(a);
@@ -77,6 +124,20 @@ static int adjoint_state(dsk_solver *s, dsk_status *st) {
   a->gj = calloc((size_t)s->tab->nout + 1, sizeof(double));
   a->ubar = calloc((size_t)n + 1, sizeof(double));
   a->pbar = calloc((size_t)np + 1, sizeof(double));
+  if (s->be == &dsk_backend_idas) {
+    a->ypB = N_VNew_Serial(n, s->ctx);
+    a->idB = N_VNew_Serial(n, s->ctx);
+    a->vJ = N_VNew_Serial(n, s->ctx);
+    a->bJ = N_VNew_Serial(n, s->ctx);
+    a->m0 = calloc((size_t)s->Mp->nnz + 1, sizeof(double));
+    a->tmp = calloc((size_t)n + 1, sizeof(double));
+    a->mu = calloc((size_t)n + 1, sizeof(double));
+    a->pbar2 = calloc((size_t)np + 1, sizeof(double));
+    if (!a->ypB || !a->idB || !a->vJ || !a->bJ || !a->m0 || !a->tmp || !a->mu || !a->pbar2) {
+      dsk_adjoint_free(s);
+      return dsk_status_set(st, DSK_E_NOMEM, "out of memory for the adjoint");
+    }
+  }
   if (!a->yB || (np > 0 && !a->qB) || !a->bws || !a->gj || !a->ubar || !a->pbar) {
     dsk_adjoint_free(s);
     return dsk_status_set(st, DSK_E_NOMEM, "out of memory for the adjoint");
@@ -84,13 +145,13 @@ static int adjoint_state(dsk_solver *s, dsk_status *st) {
   return DSK_OK;
 }
 
-/* Reverse mode runs on CVODES (bdf and adams on models without M) without
-   events, so far. */
+/* Reverse mode runs on CVODES (bdf and adams on models without M) and IDAS
+   (bdf on models with M) without events, so far. */
 static int check_supported(const dsk_solver *s, dsk_status *st) {
-  if (s->be != &dsk_backend_cvodes)
+  if (s->be != &dsk_backend_cvodes && s->be != &dsk_backend_idas)
     return dsk_status_set(st, DSK_E_ARG,
-                          "reverse mode is available for method 'bdf' or 'adams' on models "
-                          "without M (CVODES); this solver uses %s",
+                          "reverse mode is available for method 'bdf' or 'adams' (CVODES, or "
+                          "IDAS for models with M); this solver uses %s",
                           s->be->name);
   if (s->nstop > 0)
     return dsk_status_set(st, DSK_E_ARG,
@@ -233,12 +294,284 @@ static int start_backward(dsk_solver *s, double tB0, dsk_status *st) {
   return cv_fail(s, flag, call, st);
 }
 
+/* ---- IDAS: the backward DAE of models with M ------------------------------------ */
+
+/* A = (cj J + cm M)^T (jump = 0), or for the jump system K^T with
+   K = [cm M on the rows R_D; cj J on the rows R_A] (jump = 1), from s->jvals
+   and s->mvals; dense, or sparse on the transposed pattern U^T. */
+static void assemble_t(dsk_solver *s, SUNMatrix A, double cj, double cm, int jump) {
+  struct dsk_adjoint *a = s->adj;
+  const dsk_sparsity *J = dsk_model_jac_pattern(s->model), *M = s->Mp;
+  const double *id = NV_DATA_S(a->idB);
+  if (SUNMatGetID(A) == SUNMATRIX_SPARSE) {
+    sunindextype *cp = SM_INDEXPTRS_S(A), *ri = SM_INDEXVALS_S(A);
+    double *x = SM_DATA_S(A);
+    for (int j = 0; j <= s->n; j++) cp[j] = (sunindextype)a->tcolptr[j];
+    for (int k = 0; k < s->U.nnz; k++) {
+      ri[k] = (sunindextype)a->trowidx[k];
+      x[k] = 0.0;
+    }
+    for (int k = 0; k < J->nnz; k++)
+      if (!jump || id[J->rowidx[k]] == 0.0) x[a->tpos[s->jmap[k]]] += cj * s->jvals[k];
+    for (int k = 0; k < M->nnz; k++)
+      if (!jump || id[M->rowidx[k]] != 0.0) x[a->tpos[s->mmap[k]]] += cm * s->mvals[k];
+    return;
+  }
+  SUNMatZero(A);
+  for (int j = 0; j < s->n; j++) {
+    for (int k = J->colptr[j]; k < J->colptr[j + 1]; k++)
+      if (!jump || id[J->rowidx[k]] == 0.0) SM_ELEMENT_D(A, j, J->rowidx[k]) += cj * s->jvals[k];
+    for (int k = M->colptr[j]; k < M->colptr[j + 1]; k++)
+      if (!jump || id[M->rowidx[k]] != 0.0) SM_ELEMENT_D(A, j, M->rowidx[k]) += cm * s->mvals[k];
+  }
+}
+
+/* resB = M^T lambda' + F_u^T lambda */
+static int res_idas_b(realtype t, N_Vector y, N_Vector yp, N_Vector yB, N_Vector ypB, N_Vector rB,
+                      void *data) {
+  dsk_solver *s = data;
+  struct dsk_adjoint *a = s->adj;
+  double *r = NV_DATA_S(rB);
+  int rc = s->tab->vjp_x[DSK_FN_RHS](t, NV_DATA_S(y), NV_DATA_S(yB), s->ws, a->bws, r);
+  if (rc) return dsk_solver_model_failed(s, "rhs (adjoint)", rc, t);
+  rc = s->tab->vjp_x[DSK_FN_MASS](t, NV_DATA_S(yp), NV_DATA_S(ypB), s->ws, a->bws, a->tmp);
+  if (rc) return dsk_solver_model_failed(s, "M (adjoint)", rc, t);
+  for (int i = 0; i < s->n; i++) r[i] += a->tmp[i];
+  return 0;
+}
+
+/* q' = lambda^T (F_p - M_p u') */
+static int quad_idas_b(realtype t, N_Vector y, N_Vector yp, N_Vector yB, N_Vector ypB,
+                       N_Vector qBdot, void *data) {
+  dsk_solver *s = data;
+  struct dsk_adjoint *a = s->adj;
+  double *q = NV_DATA_S(qBdot);
+  (void)ypB;
+  int rc = s->tab->vjp_p[DSK_FN_RHS](t, NV_DATA_S(y), NV_DATA_S(yB), s->ws, a->bws, q);
+  if (rc) return dsk_solver_model_failed(s, "rhs (adjoint quadrature)", rc, t);
+  if (s->tab->vjp_p[DSK_FN_MASS]) {
+    rc = s->tab->vjp_p[DSK_FN_MASS](t, NV_DATA_S(yp), NV_DATA_S(yB), s->ws, a->bws, a->pbar2);
+    if (rc) return dsk_solver_model_failed(s, "M (adjoint quadrature)", rc, t);
+    for (int k = 0; k < s->tab->nparams; k++) q[k] -= a->pbar2[k];
+  }
+  return 0;
+}
+
+/* d resB / d lambda + cj d resB / d lambda' = (J + cj M)^T */
+static int jac_idas_b(realtype t, realtype cj, N_Vector y, N_Vector yp, N_Vector yB, N_Vector ypB,
+                      N_Vector rB, SUNMatrix JB, void *data, N_Vector tmp1, N_Vector tmp2,
+                      N_Vector tmp3) {
+  dsk_solver *s = data;
+  (void)yp, (void)yB, (void)ypB, (void)rB, (void)tmp1, (void)tmp2, (void)tmp3;
+  int rc = dsk_lin_eval_jac(s, t, NV_DATA_S(y));
+  if (rc) return dsk_solver_model_failed(s, "rhs_jvp (adjoint)", rc, t);
+  rc = dsk_lin_eval_mass(s, t);
+  if (rc) return dsk_solver_model_failed(s, "M (adjoint)", rc, t);
+  assemble_t(s, JB, 1.0, cj, 0);
+  return 0;
+}
+
+static int ida_fail(dsk_solver *s, int flag, const char *call, dsk_status *st) {
+  return cv_fail(s, flag, call, st); /* the same flag conventions */
+}
+
+/* A matrix and linear solver of the forward's kind on the transposed
+   pattern (KLU) or dense. */
+static int transposed_pair(dsk_solver *s, SUNMatrix *A, SUNLinearSolver *LS, dsk_status *st) {
+  struct dsk_adjoint *a = s->adj;
+  if (s->linsol == DSK_LS_KLU) {
+    if (!a->tcolptr) {
+      int rc = transpose_pattern(s, st);
+      if (rc != DSK_OK) return rc;
+    }
+    *A = SUNSparseMatrix(s->n, s->n, s->U.nnz, CSC_MAT, s->ctx);
+    if (*A) {
+      sunindextype *cp = SM_INDEXPTRS_S((*A)), *ri = SM_INDEXVALS_S((*A));
+      for (int j = 0; j <= s->n; j++) cp[j] = (sunindextype)a->tcolptr[j];
+      for (int k = 0; k < s->U.nnz; k++) ri[k] = (sunindextype)a->trowidx[k];
+    }
+    *LS = *A ? SUNLinSol_KLU(a->yB, *A, s->ctx) : NULL;
+  } else {
+    *A = SUNDenseMatrix(s->n, s->n, s->ctx);
+    *LS = !*A ? NULL
+          : s->linsol == DSK_LS_LAPACK ? dsk_linsol_lapack(a->yB, *A, s->ctx)
+                                       : SUNLinSol_Dense(a->yB, *A, s->ctx);
+  }
+  if (!*A || !*LS) return dsk_status_set(st, DSK_E_NOMEM, "out of memory (adjoint)");
+  return DSK_OK;
+}
+
+/* (Re)start the backward DAE at tB0 from lambda, lambda' in yB, ypB (made
+   consistent by add_output_term_idas), with the quadrature accumulated so
+   far. */
+static int start_backward_idas(dsk_solver *s, double tB0, dsk_status *st) {
+  struct dsk_adjoint *a = s->adj;
+  int np = s->tab->nparams, flag;
+  const char *call = "IDAReInitB";
+  if (a->which >= 0) {
+    flag = IDAReInitB(s->mem, a->which, tB0, a->yB, a->ypB);
+    if (flag == IDA_SUCCESS && np > 0)
+      call = "IDAQuadReInitB", flag = IDAQuadReInitB(s->mem, a->which, a->qB);
+  } else {
+    flag = IDACreateB(s->mem, &a->which);
+    if (flag < 0) return ida_fail(s, flag, "IDACreateB", st);
+    int rc = transposed_pair(s, &a->AB, &a->LSB, st);
+    if (rc != DSK_OK) return rc;
+    call = "IDAInitB", flag = IDAInitB(s->mem, a->which, res_idas_b, tB0, a->yB, a->ypB);
+    if (flag == IDA_SUCCESS) call = "IDASetUserDataB", flag = IDASetUserDataB(s->mem, a->which, s);
+    if (flag == IDA_SUCCESS)
+      call = "IDASStolerancesB",
+      flag = IDASStolerancesB(s->mem, a->which, s->opt.rtol, s->opt.atol > 0 ? s->opt.atol : 1e-12);
+    if (flag == IDA_SUCCESS)
+      call = "IDASetMaxNumStepsB", flag = IDASetMaxNumStepsB(s->mem, a->which, s->opt.max_steps);
+    if (flag == IDA_SUCCESS)
+      call = "IDASetLinearSolverB", flag = IDASetLinearSolverB(s->mem, a->which, a->LSB, a->AB);
+    if (flag == IDA_SUCCESS) call = "IDASetJacFnB", flag = IDASetJacFnB(s->mem, a->which, jac_idas_b);
+    if (flag == IDA_SUCCESS && np > 0) {
+      call = "IDAQuadInitB", flag = IDAQuadInitB(s->mem, a->which, quad_idas_b, a->qB);
+      if (flag == IDA_SUCCESS)
+        call = "IDAQuadSStolerancesB",
+        flag = IDAQuadSStolerancesB(s->mem, a->which, s->opt.rtol,
+                                    s->opt.atol > 0 ? s->opt.atol : 1e-12);
+      if (flag == IDA_SUCCESS)
+        call = "IDASetQuadErrConB", flag = IDASetQuadErrConB(s->mem, a->which, SUNTRUE);
+    }
+  }
+  return ida_fail(s, flag, call, st);
+}
+
+/* The jump at output j of a DAE, then consistent lambda and lambda' there.
+   K2 = [M on the rows R_D; F_u on the rows R_A] (K with the rows R_A
+   negated), factored once at (t_j, u_j):
+   - jump: K2^T v = (d out/du)^T g_j; lambda_{R_D} += v_{R_D}, mu = -v_{R_A};
+     grad += (d out/dp)^T g_j + mu^T (F_p - M_p u');
+   - consistency, analytic (index 1): the backward DAE
+     M^T lambda' + F_u^T lambda = 0 with lambda_{R_D} given is
+     K2^T w = -F_u^T lambda~ (lambda~: lambda with its R_A part zeroed) for
+     w = (lambda'_{R_D}, lambda_{R_A}); lambda'_{R_A} = 0 (not used). */
+static int add_output_term_idas(dsk_solver *s, int j, double *grad, dsk_status *st) {
+  struct dsk_adjoint *a = s->adj;
+  const double *u = a->us + (size_t)j * (size_t)s->n, *up = a->yps + (size_t)j * (size_t)s->n;
+  const double *id = NV_DATA_S(a->idB);
+  double t = a->times[j], *lam = NV_DATA_S(a->yB), *lamp = NV_DATA_S(a->ypB);
+  double *v = NV_DATA_S(a->vJ), *b = NV_DATA_S(a->bJ);
+  int np = s->tab->nparams, any_mu = 0, flag;
+  int rc = s->tab->vjp_x[DSK_FN_OUT](t, u, a->gj, s->ws, a->bws, b);
+  if (rc == 0) rc = s->tab->vjp_p[DSK_FN_OUT](t, u, a->gj, s->ws, a->bws, a->pbar);
+  if (rc) {
+    st->t = t;
+    return dsk_status_set(st, DSK_E_MODELFN, "the adjoint of out returned %d at t = %g", rc, t);
+  }
+  for (int k = 0; k < np; k++) grad[k] += a->pbar[k];
+  rc = dsk_lin_eval_jac(s, t, u);
+  if (rc == 0) rc = dsk_lin_eval_mass(s, t);
+  if (rc) {
+    st->t = t;
+    return dsk_status_set(st, DSK_E_MODELFN, "the Jacobian or M returned %d at t = %g", rc, t);
+  }
+  if (!a->AJ) {
+    rc = transposed_pair(s, &a->AJ, &a->LSJ, st);
+    if (rc != DSK_OK) return rc;
+  }
+  assemble_t(s, a->AJ, 1.0, 1.0, 1);
+  if (!a->lsj_ready) {
+    flag = SUNLinSolInitialize(a->LSJ);
+    if (flag != SUNLS_SUCCESS)
+      return dsk_status_set(st, DSK_E_SOLVER, "the adjoint's jump solver failed to start (%d)",
+                            flag);
+    a->lsj_ready = 1;
+  }
+  flag = SUNLinSolSetup(a->LSJ, a->AJ);
+  if (flag == SUNLS_SUCCESS) flag = SUNLinSolSolve(a->LSJ, a->AJ, a->vJ, a->bJ, 0.0);
+  for (int i = 0; i < s->n && flag == SUNLS_SUCCESS; i++) {
+    if (!isfinite(v[i])) flag = -1;
+    if (id[i] != 0.0) {
+      lam[i] += v[i];
+      a->mu[i] = 0.0;
+    } else {
+      a->mu[i] = -v[i];
+      any_mu |= v[i] != 0.0;
+    }
+  }
+  if (flag != SUNLS_SUCCESS) {
+    st->t = t;
+    return dsk_status_set(st, DSK_E_SOLVER,
+                          "reverse mode at t = %g: the matrix [M on its non-zero rows; dF/du on "
+                          "M's zero rows] is singular (%d): the adjoint needs an index-1 DAE",
+                          t, flag);
+  }
+  if (any_mu && np > 0) {
+    rc = s->tab->vjp_p[DSK_FN_RHS](t, u, a->mu, s->ws, a->bws, a->pbar);
+    if (rc == 0 && s->tab->vjp_p[DSK_FN_MASS])
+      rc = s->tab->vjp_p[DSK_FN_MASS](t, up, a->mu, s->ws, a->bws, a->pbar2);
+    else
+      memset(a->pbar2, 0, (size_t)np * sizeof *a->pbar2);
+    if (rc) {
+      st->t = t;
+      return dsk_status_set(st, DSK_E_MODELFN, "the adjoint of F or M returned %d at t = %g", rc,
+                            t);
+    }
+    for (int k = 0; k < np; k++) grad[k] += a->pbar[k] - a->pbar2[k];
+  }
+  /* consistent lambda_{R_A} and lambda' */
+  for (int i = 0; i < s->n; i++) a->tmp[i] = id[i] != 0.0 ? lam[i] : 0.0;
+  rc = s->tab->vjp_x[DSK_FN_RHS](t, u, a->tmp, s->ws, a->bws, b);
+  if (rc) {
+    st->t = t;
+    return dsk_status_set(st, DSK_E_MODELFN, "the adjoint of F returned %d at t = %g", rc, t);
+  }
+  for (int i = 0; i < s->n; i++) b[i] = -b[i];
+  flag = SUNLinSolSolve(a->LSJ, a->AJ, a->vJ, a->bJ, 0.0);
+  if (flag != SUNLS_SUCCESS) {
+    st->t = t;
+    return dsk_status_set(st, DSK_E_SOLVER, "reverse mode at t = %g: linear solve failed (%d)", t,
+                          flag);
+  }
+  for (int i = 0; i < s->n; i++) {
+    if (id[i] != 0.0) {
+      lamp[i] = v[i];
+    } else {
+      lam[i] = v[i];
+      lamp[i] = 0.0;
+    }
+  }
+  return DSK_OK;
+}
+
+/* At t0 after the forward restart: M's values (kept to check that M does not
+   change with t) and the differential components of lambda (non-zero rows). */
+static int idas_record_mass(dsk_solver *s, dsk_status *st) {
+  struct dsk_adjoint *a = s->adj;
+  const dsk_sparsity *M = s->Mp;
+  double *id = NV_DATA_S(a->idB);
+  int rc = dsk_lin_eval_mass(s, s->opt.t0);
+  if (rc) return dsk_status_set(st, DSK_E_MODELFN, "model function M returned %d at t0", rc);
+  memcpy(a->m0, s->mvals, (size_t)M->nnz * sizeof *a->m0);
+  for (int i = 0; i < s->n; i++) id[i] = 0.0;
+  for (int k = 0; k < M->nnz; k++)
+    if (s->mvals[k] != 0.0) id[M->rowidx[k]] = 1.0;
+  return DSK_OK;
+}
+
+static int idas_check_mass(dsk_solver *s, double t, dsk_status *st) {
+  struct dsk_adjoint *a = s->adj;
+  int rc = dsk_lin_eval_mass(s, t);
+  if (rc) return dsk_status_set(st, DSK_E_MODELFN, "model function M returned %d at t = %g", rc, t);
+  for (int k = 0; k < s->Mp->nnz; k++)
+    if (s->mvals[k] != a->m0[k])
+      return dsk_status_set(st, DSK_E_ARG,
+                            "reverse mode for models with M needs M independent of t; M "
+                            "changes between t = %g and t = %g",
+                            s->opt.t0, t);
+  return DSK_OK;
+}
+
 /* ---- public ------------------------------------------------------------------- */
 
 int dsk_solver_forward_checkpointed(dsk_solver *s, const double *p, const double *times, int nt,
                                     double *y, dsk_status *st) {
   struct dsk_adjoint *a;
-  int n, nout, rc;
+  int n, nout, rc, dae;
   dsk_status_clear(st);
   if (!s) return dsk_status_set(st, DSK_E_ARG, "solver is NULL");
   rc = dsk_solver_check_times(s, times, nt, st);
@@ -249,36 +582,48 @@ int dsk_solver_forward_checkpointed(dsk_solver *s, const double *p, const double
   a = s->adj;
   n = s->n;
   nout = s->tab->nout;
+  dae = s->be == &dsk_backend_idas;
   if (nt > a->cap) {
     double *tt = realloc(a->times, (size_t)nt * sizeof *tt);
     if (tt) a->times = tt;
     double *uu = tt ? realloc(a->us, (size_t)nt * (size_t)n * sizeof *uu) : NULL;
     if (uu) a->us = uu;
+    uu = tt && uu && dae ? realloc(a->yps, (size_t)nt * (size_t)n * sizeof *uu) : uu;
+    if (dae && uu) a->yps = uu;
     if (!tt || !uu) return dsk_status_set(st, DSK_E_NOMEM, "out of memory for %d states", nt);
     a->cap = nt;
   }
   a->generation = -1;
   rc = dsk_solver_begin(s, p, times[nt - 1], st);
+  if (rc == DSK_OK && dae) rc = idas_record_mass(s, st);
   if (rc != DSK_OK) return rc;
   {
-    int flag = a->initialised ? CVodeAdjReInit(s->mem)
-                              : CVodeAdjInit(s->mem, DSK_ADJ_STEPS, CV_HERMITE);
-    if (flag < 0) return cv_fail(s, flag, "CVodeAdjInit", st);
+    int flag = dae ? (a->initialised ? IDAAdjReInit(s->mem)
+                                     : IDAAdjInit(s->mem, DSK_ADJ_STEPS, IDA_HERMITE))
+                   : (a->initialised ? CVodeAdjReInit(s->mem)
+                                     : CVodeAdjInit(s->mem, DSK_ADJ_STEPS, CV_HERMITE));
+    if (flag < 0) return cv_fail(s, flag, dae ? "IDAAdjInit" : "CVodeAdjInit", st);
     a->initialised = 1;
   }
   for (int j = 0; j < nt && rc == DSK_OK; j++) {
     double *u = NV_DATA_S(s->y);
     if (times[j] > s->t_cur) {
-      double tret = s->t_cur;
+      double tret = s->t_cur, tprev = s->t_cur;
       int ncheck = 0;
-      int flag = CVodeF(s->mem, times[j], s->y, &tret, CV_NORMAL, &ncheck);
+      int flag = dae ? IDASolveF(s->mem, times[j], &tret, s->y, s->yp, IDA_NORMAL, &ncheck)
+                     : CVodeF(s->mem, times[j], s->y, &tret, CV_NORMAL, &ncheck);
       if (flag < 0) {
         rc = dsk_solver_fail(s, flag, st);
         break;
       }
       s->t_cur = tret;
+      /* the DAE adjoint assumes M(t) constant: check it over the interval */
+      if (dae) rc = idas_check_mass(s, 0.5 * (tprev + tret), st);
+      if (rc == DSK_OK && dae) rc = idas_check_mass(s, tret, st);
+      if (rc != DSK_OK) break;
     }
     memcpy(a->us + (size_t)j * (size_t)n, u, (size_t)n * sizeof *u);
+    if (dae) memcpy(a->yps + (size_t)j * (size_t)n, NV_DATA_S(s->yp), (size_t)n * sizeof *u);
     a->times[j] = times[j];
     if (y) {
       int frc = s->tab->eval[DSK_FN_OUT](times[j], u, s->ws, s->yout);
@@ -324,6 +669,56 @@ static int column(const dsk_solver *s, const double *g, int j) {
   return any;
 }
 
+/* The backward pass of a DAE (see the top of the file). */
+static int backward_idas(dsk_solver *s, const double *g, int jlast, double *grad,
+                         dsk_status *st) {
+  struct dsk_adjoint *a = s->adj;
+  int np = s->tab->nparams, rc;
+  double t0 = s->opt.t0, t_cur;
+  N_VConst(0.0, a->yB);
+  N_VConst(0.0, a->ypB);
+  if (a->qB) N_VConst(0.0, a->qB);
+  column(s, g, jlast);
+  rc = add_output_term_idas(s, jlast, grad, st);
+  t_cur = a->times[jlast];
+  int restart = 1; /* lambda jumped at t_cur */
+  for (int j = jlast - 1; j >= -1 && rc == DSK_OK; j--) {
+    double target = j >= 0 ? a->times[j] : t0, tret = t_cur;
+    int jump = j >= 0 && column(s, g, j);
+    if (target < t_cur) {
+      /* (re)start at t_cur after a jump there, then integrate to target */
+      if (restart) rc = start_backward_idas(s, t_cur, st);
+      if (rc != DSK_OK) break;
+      restart = 0;
+      int flag = IDASolveB(s->mem, target, IDA_NORMAL);
+      if (flag >= 0) flag = IDAGetB(s->mem, a->which, &tret, a->yB, a->ypB);
+      if (flag >= 0 && np > 0) flag = IDAGetQuadB(s->mem, a->which, &tret, a->qB);
+      if (flag < 0) {
+        rc = ida_fail(s, flag, "IDASolveB", st);
+        break;
+      }
+      t_cur = target;
+    }
+    if (jump) {
+      rc = add_output_term_idas(s, j, grad, st);
+      restart = 1;
+    }
+  }
+  if (rc != DSK_OK) return rc;
+  /* the integral: q(t0) = int_T^t0 lambda^T (F_p - M_p u') */
+  if (np > 0 && a->which >= 0 && a->times[jlast] > t0)
+    for (int k = 0; k < np; k++) grad[k] -= NV_Ith_S(a->qB, k);
+  /* the initial state: (M^T lambda(t0))^T du0/dp */
+  if (np > 0) {
+    int frc = s->tab->vjp_x[DSK_FN_MASS](t0, a->yps, NV_DATA_S(a->yB), s->ws, a->bws, a->tmp);
+    if (frc == 0)
+      frc = s->tab->vjp_p[DSK_FN_U0](t0, NULL, a->tmp, s->ws, a->bws, a->pbar);
+    if (frc) return dsk_status_set(st, DSK_E_MODELFN, "the adjoint of M or u0 returned %d", frc);
+    for (int k = 0; k < np; k++) grad[k] += a->pbar[k];
+  }
+  return DSK_OK;
+}
+
 int dsk_solver_backward(dsk_solver *s, const double *g, double *grad, dsk_status *st) {
   struct dsk_adjoint *a;
   int np, jlast = -1, rc = DSK_OK;
@@ -341,6 +736,7 @@ int dsk_solver_backward(dsk_solver *s, const double *g, double *grad, dsk_status
   for (int j = a->nt - 1; j >= 0 && jlast < 0; j--)
     if (column(s, g, j)) jlast = j;
   if (jlast < 0) return DSK_OK; /* a zero gradient costs nothing */
+  if (s->be == &dsk_backend_idas) return backward_idas(s, g, jlast, grad, st);
   N_VConst(0.0, a->yB);
   column(s, g, jlast);
   rc = add_output_term(s, jlast, grad, st);

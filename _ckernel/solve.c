@@ -122,6 +122,7 @@ const char *dsk_solver_linsol_name(const dsk_solver *s) {
 void dsk_solver_free(dsk_solver *s) {
   if (!s) return;
   dsk_adjoint_free(s); /* before the integrator memory it refers to */
+  dsk_forward_free(s);
   if (s->be && s->mem) s->be->free(s);
   dsk_lin_free(s);
   if (s->id) N_VDestroy(s->id);
@@ -667,3 +668,5 @@ int dsk_solver_check_params(dsk_solver *s, const double *p, dsk_status *st) {
 }
 
 void dsk_solver_collect_stats(dsk_solver *s) { collect_stats(s); }
+
+long dsk_solver_generation(const dsk_solver *s) { return s ? s->generation : -1; }

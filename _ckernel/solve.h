@@ -108,6 +108,11 @@ struct dsk_solver {
 
   struct dsk_adjoint *adj; /* sens_adjoint.c: checkpointed adjoint state, or NULL */
   long generation;         /* solves started so far: a checkpoint records its own */
+
+  /* sens_forward.c: forward-sensitivity state (sensitivity vectors, the
+     augmented ARKStep memory), created at the first dsk_solver_forward; NULL
+     before.  CVODES/IDAS sensitivities are toggled off between forward solves. */
+  struct dsk_forward *fwd;
 };
 
 /* ---- solve.c: callbacks' helpers -------------------------------------------- */
@@ -132,6 +137,15 @@ void dsk_solver_collect_stats(dsk_solver *s);
 /* solve.c: checks of times and parameters shared by every solve. */
 int dsk_solver_check_times(const dsk_solver *s, const double *times, int nt, dsk_status *st);
 int dsk_solver_check_params(dsk_solver *s, const double *p, dsk_status *st);
+
+/* ---- sens_forward.c ------------------------------------------------------------ */
+
+typedef struct dsk_forward dsk_forward;
+/* ARKODE methods: the augmented Newton / mass matrices (n (1 + nparams)
+   unknowns) are dense up to this size, else KLU with the block pattern. */
+#define DSK_FWD_DENSE_MAX 200
+/* Frees s->fwd (the integrator memory it refers to is freed after it). */
+void dsk_forward_free(dsk_solver *s);
 
 /* ---- sens_adjoint.c ------------------------------------------------------------ */
 

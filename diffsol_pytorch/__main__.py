@@ -91,7 +91,16 @@ def _build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--max-steps", type=int, default=100_000, help="maximum solver steps")
     solve.add_argument("--plot", metavar="PNG", help="save a plot of the outputs to this file")
     solve.add_argument("--logx", action="store_true", help="logarithmic time axis in the plot")
-    solve.add_argument("--grad", action="store_true", help="also print d(sum of outputs)/d(params)")
+    solve.add_argument(
+        "--grad",
+        nargs="?",
+        const=-1,
+        default=None,
+        type=int,
+        metavar="OUTPUT",
+        help="also print the gradient w.r.t. the parameters (reverse mode) of output OUTPUT "
+        "at the last time, or of the sum of the outputs there when OUTPUT is omitted",
+    )
     return parser
 
 
@@ -99,9 +108,6 @@ def _solve(args: argparse.Namespace) -> int:
     from diffsol_pytorch.errors import DiffSLError
     from diffsol_pytorch.module import DiffsolModule
 
-    if args.grad:
-        print("error: --grad is not yet available", file=sys.stderr)
-        return 2
     times, logspaced = parse_times(args.times)
     with open(args.model, encoding="utf-8") as f:
         code = f.read()
@@ -123,6 +129,19 @@ def _solve(args: argparse.Namespace) -> int:
     y = module.solve_dense(params, times).numpy()
     labels = [f"y[{i}]" for i in range(module.nout)]
     print(format_table(times, y, labels))
+    if args.grad is not None:
+        import torch
+
+        if not -1 <= args.grad < module.nout:
+            raise ValueError(f"--grad {args.grad}: the model has outputs 0 to {module.nout - 1}")
+        p = torch.tensor(params, dtype=torch.float64, requires_grad=True)
+        last = module.solve_dense(p, times)[:, -1]
+        (last.sum() if args.grad < 0 else last[args.grad]).backward()
+        what = "sum of outputs" if args.grad < 0 else labels[args.grad]
+        print(f"\nd({what} at t = {times[-1]:g}) / d(params):")
+        width = max((len(n) for n in module.param_names), default=1)
+        for name, value in zip(module.param_names, p.grad.tolist()):
+            print(f"  {name:<{width}}  {value: .6e}")
     if args.plot:
         from diffsol_pytorch.viz import plot_solution
 

@@ -126,9 +126,12 @@ cdef extern from "dsk.h" nogil:
     int dsk_solver_solve(dsk_solver *s, const double *p, double t_final, int *nt,
                          const double **ts, const double **ys, dsk_status *st)
     int dsk_solver_last_stop(const dsk_solver *s, double *t, int *index)
+    int dsk_solver_forward(dsk_solver *s, const double *p, const double *times, int nt,
+                           double *y, double *sens, dsk_status *st)
     int dsk_solver_forward_checkpointed(dsk_solver *s, const double *p, const double *times,
                                         int nt, double *y, dsk_status *st)
     int dsk_solver_backward(dsk_solver *s, const double *g, double *grad, dsk_status *st)
+    long dsk_solver_generation(const dsk_solver *s)
     int dsk_solver_reverse(dsk_solver *s, const double *p, const double *times, int nt,
                            const double *g, double *grad, dsk_status *st)
     void dsk_solver_stats(const dsk_solver *s, dsk_stats *out)
@@ -524,6 +527,12 @@ cdef class Solver:
                 check(rc, &st, _stats_dict(&stats))
         return y
 
+    def generation(self):
+        """generation() -> int: changes with every solve this solver starts."""
+        self._ready()
+        with self._lock:
+            return dsk_solver_generation(self.ptr)
+
     def backward(self, const double[:, ::1] g not None):
         """backward(g) -> numpy.ndarray (nparams,)
 
@@ -621,6 +630,48 @@ cdef class Solver:
                     memcpy(&yv[0, 0], ysp, nt * nout * sizeof(double))
             stop = self._last_stop()
         return ts, np.ascontiguousarray(ys.T), stop
+
+    def forward(self, const double[::1] p not None, const double[::1] times not None):
+        """forward(p, times) -> (y, sens)
+
+        Solve with forward sensitivities: y (nout, len(times)) as solve_dense,
+        sens (nparams, nout, len(times)) with sens[k, i, j] = d y[i, j] / d p[k].
+        Runs without the GIL. After a stop root (no reset) the remaining
+        columns of y and sens are NaN: see last_stop().
+        """
+        self._ready()
+        cdef int nparams = self.model.nparams
+        cdef int nout = self.model.nout
+        cdef Py_ssize_t nt = times.shape[0]
+        if p.shape[0] != nparams:
+            raise ValueError("expected %d parameters, got %d" % (nparams, p.shape[0]))
+        if nt > 2147483647:
+            raise ValueError("too many output times")
+        y = np.zeros((nout, nt), dtype=np.float64)
+        sens = np.zeros((nparams, nout, nt), dtype=np.float64)
+        if nt == 0:
+            return y, sens
+        cdef double[:, ::1] yv = y
+        cdef double[:, :, ::1] sv = sens
+        cdef const double *pp = &p[0] if nparams > 0 else NULL
+        cdef const double *tp = &times[0]
+        cdef double *yp = &yv[0, 0] if nout > 0 else NULL
+        cdef double *sp = &sv[0, 0, 0] if nout > 0 and nparams > 0 else NULL
+        cdef dsk_status st
+        cdef dsk_stats stats
+        cdef int rc
+        dsk_status_clear(&st)
+        with self._lock:
+            with nogil:
+                rc = dsk_solver_forward(self.ptr, pp, tp, <int>nt, yp, sp, &st)
+            if rc != DSK_OK:
+                dsk_solver_stats(self.ptr, &stats)
+                check(rc, &st, _stats_dict(&stats))
+        return y, sens
+
+    def forward_mode(self, const double[::1] p not None, const double[::1] times not None):
+        """forward_mode(p, times) -> (y, sens): the same as forward()."""
+        return self.forward(p, times)
 
     cdef object _last_stop(self):
         cdef double t = 0.0

@@ -328,8 +328,17 @@ class DiffsolModule:
         SolverError
             The solver failed (carries ``t``, ``flag`` and ``stats``).
         """
+        if isinstance(times, torch.Tensor) and times.requires_grad:
+            raise ValueError(
+                "gradients with respect to times are not supported: pass times.detach()"
+            )
         p, dtype, device = self._check_params(params)
         t = self._check_times(times)
+        if isinstance(params, torch.Tensor) and params.requires_grad and torch.is_grad_enabled():
+            from diffsol_pytorch import autograd
+
+            self.last_stop = None
+            return autograd.solve_dense(self, params, t)
         if p.ndim == 1:
             self.last_stop = None
             y = self._solver.solve_dense(p, t)
@@ -343,6 +352,76 @@ class DiffsolModule:
             self.last_stop = stops
             y = np.stack(ys)
         return torch.from_numpy(y).to(device=device, dtype=dtype)
+
+    def _solver_generation(self) -> int:
+        """A token that changes whenever the solver runs (checkpoints are per run)."""
+        return self._solver.generation()
+
+    # ---- forward mode -------------------------------------------------------------------
+    def forward_mode(
+        self, params: ArrayLike, times: ArrayLike
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Solve and return the outputs and their sensitivities to every parameter.
+
+        Forward sensitivities: CVODES / IDAS forward sensitivity analysis for
+        ``bdf`` and ``adams``, the sensitivity equations integrated alongside the
+        state by the same Runge-Kutta method for the ARKODE methods; built from
+        the model's generated tangent code and exact through ``stop``/``reset``
+        events. The cost grows with the number of parameters (see
+        docs/gradients.md); for a gradient of a scalar loss with many parameters
+        :meth:`reverse_mode` is cheaper.
+
+        Parameters
+        ----------
+        params : torch.Tensor, numpy.ndarray or list of float
+            Shape ``(nparams,)``, or ``(B, nparams)`` for a batch of parameter sets.
+        times : torch.Tensor, numpy.ndarray or list of float
+            1-D, non-empty, finite, non-decreasing, ``times[0] >= t0``.
+
+        Returns
+        -------
+        (y, sens) : tuple of torch.Tensor
+            ``y`` as :meth:`solve_dense`, ``(nout, len(times))``; ``sens`` of shape
+            ``(nparams, nout, len(times))`` with ``sens[k, i, j] = d y[i, j] / d params[k]``.
+            For a batch: ``(B, nout, len(times))`` and ``(B, nparams, nout, len(times))``.
+            dtype and device follow ``params`` as in :meth:`solve_dense`. After a stop
+            root without reset the later columns of both are NaN (:attr:`last_stop`).
+
+        Raises
+        ------
+        ValueError
+            Bad shape, length, dtype, non-finite values or unordered times; raised
+            before any solve starts.
+        SolverError
+            The solver failed (carries ``t``, ``flag`` and ``stats``).
+
+        Examples
+        --------
+        >>> m = DiffsolModule("in_i { k = 1 }\\nu { 1 }\\nF { -k * u }\\n")
+        >>> y, sens = m.forward_mode(torch.tensor([0.5]), torch.linspace(0, 1, 5))
+        >>> sens.shape
+        torch.Size([1, 1, 5])
+        """
+        p, dtype, device = self._check_params(params)
+        t = self._check_times(times)
+        self.last_stop = None
+        if p.ndim == 1:
+            y, sens = self._solver.forward(p, t)
+            self.last_stop = self._solver.last_stop()
+        else:
+            ys, ss, stops = [], [], []
+            for row in p:
+                y1, s1 = self._solver.forward(np.ascontiguousarray(row), t)
+                ys.append(y1)
+                ss.append(s1)
+                stops.append(self._solver.last_stop())
+            self.last_stop = stops
+            y = np.stack(ys) if ys else np.zeros((0, self.nout, t.shape[0]))
+            sens = np.stack(ss) if ss else np.zeros((0, self.nparams, self.nout, t.shape[0]))
+        return (
+            torch.from_numpy(y).to(device=device, dtype=dtype),
+            torch.from_numpy(sens).to(device=device, dtype=dtype),
+        )
 
     # ---- reverse mode -------------------------------------------------------------------
     def _check_grad_output(self, grad_output: ArrayLike, shape: tuple[int, ...]) -> np.ndarray:
@@ -385,8 +464,9 @@ class DiffsolModule:
         ------
         ValueError
             Bad shapes (naming both), non-finite values, or a method/model that reverse
-            mode does not cover yet (``bdf``/``adams`` on models without ``M`` and without
-            events are covered), before any solve.
+            mode does not cover yet (covered: ``bdf``/``adams`` on ODEs and ``bdf`` on
+            index-1 DAEs whose ``M`` does not depend on ``t``, all without events),
+            before any solve.
         SolverError
             The forward or backward integration failed.
         """

@@ -41,10 +41,18 @@ class TestParsing:
     def test_floats(self):
         assert parse_floats("0.04,1e4,3e7") == [0.04, 1e4, 3e7]
 
-    def test_grad_not_available(self, models_dir):
-        proc = run_cli("solve", models_dir / "decay.ds", "--times", "0:1:2", "--grad")
-        assert proc.returncode == 2
-        assert "not yet available" in proc.stderr
+    def test_grad_prints_the_gradient(self, models_dir):
+        """decay: y(1) = a0 exp(-k): d/dk = -a0 exp(-k), d/da0 = exp(-k) (closed form)."""
+        proc = run_cli("solve", models_dir / "decay.ds", "--params", "0.7,2.0", "--times",
+                       "0:1:2", "--rtol", "1e-10", "--atol", "1e-12", "--grad")
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.splitlines()
+        at = lines.index("d(sum of outputs at t = 1) / d(params):")
+        k = float(lines[at + 1].split()[1])
+        a0 = float(lines[at + 2].split()[1])
+        assert lines[at + 1].split()[0] == "k" and lines[at + 2].split()[0] == "a0"
+        assert abs(k + 2.0 * math.exp(-0.7)) < 1e-6
+        assert abs(a0 - math.exp(-0.7)) < 1e-6
 
 
 @pytest.mark.integration

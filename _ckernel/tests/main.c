@@ -13,6 +13,7 @@ void suite_solver(void);
 void suite_linsol(void);
 void suite_corpus(void);
 void suite_adjoint(void);
+void suite_forward(void);
 
 static const struct {
   const char *name;
@@ -22,6 +23,7 @@ static const struct {
     {"emit", suite_emit}, {"jit", suite_jit},     {"solver", suite_solver},   {"linsol", suite_linsol},
     {"corpus", suite_corpus},
     {"adjoint", suite_adjoint},
+    {"forward", suite_forward},
 };
 
 int main(void) {
