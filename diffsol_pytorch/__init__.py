@@ -12,12 +12,14 @@ from diffsol_pytorch.errors import (
     DiffSLSyntaxError as DiffSLSyntaxError,
     SolverError as SolverError,
 )
+from diffsol_pytorch.layer import DiffsolLayer as DiffsolLayer
 from diffsol_pytorch.module import (
     Checkpoint as Checkpoint,
     DiffsolModule as DiffsolModule,
     reverse_mode as reverse_mode,
     Solution as Solution,
     clear_module_cache as clear_module_cache,
+    set_module_cache_size as set_module_cache_size,
     solve_dense as solve_dense,
 )
 
@@ -39,11 +41,13 @@ __all__ = [
     "DiffsolError",
     "DiffSLError",
     "DiffSLSyntaxError",
+    "DiffsolLayer",
     "DiffsolModule",
     "Solution",
     "SolverError",
     "__version__",
     "clear_module_cache",
     "reverse_mode",
+    "set_module_cache_size",
     "solve_dense",
 ]

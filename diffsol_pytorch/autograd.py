@@ -7,7 +7,9 @@ ran on the module in between; otherwise the forward pass is recomputed with chec
 Where the adjoint does not cover a model yet (a method other than bdf/adams, a DAE or
 events) the gradient comes from forward sensitivities when the module has them.
 
-Second derivatives are not supported: differentiating the gradient again raises.
+Forward-mode AD with ``torch.autograd.forward_ad`` (dual tensors) uses the forward
+sensitivities; the ``torch.func`` transforms (``jvp``, ``vmap``) are not supported yet. Second derivatives are not supported: differentiating the gradient again
+raises.
 Gradients with respect to ``times`` are not supported either: passing ``times`` that
 require grad raises ``ValueError``.
 """
@@ -68,6 +70,19 @@ class _SolveDense(torch.autograd.Function):
         ctx.module, ctx.times, ctx.p, ctx.ckpts = module, times, p, ckpts
         ctx.param_dtype, ctx.param_device = params.dtype, params.device
         return torch.from_numpy(y).to(device=params.device, dtype=params.dtype)
+
+    @staticmethod
+    def jvp(ctx, dparams, _module, _times):
+        """Forward-mode AD: dy = sum_k dparams_k dy/dp_k, from forward sensitivities."""
+        m, t, p = ctx.module, ctx.times, ctx.p
+        dp = dparams.detach().to(device="cpu", dtype=torch.float64).numpy()
+        if p.ndim == 1:
+            _, sens = m._solver.forward(p, t)
+            dy = np.einsum("k,kij->ij", dp, sens)
+        else:
+            dy = np.stack([np.einsum("k,kij->ij", dp[b], m._solver.forward(
+                np.ascontiguousarray(p[b]), t)[1]) for b in range(p.shape[0])])
+        return torch.from_numpy(dy).to(device=ctx.param_device, dtype=ctx.param_dtype)
 
     @staticmethod
     def backward(ctx, grad_y):

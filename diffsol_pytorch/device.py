@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DeviceInfo",
     "select_device",
+    "reverse_mode_tensor",
     "solve_dense_tensor",
     "supported_backends_message",
 ]
@@ -215,3 +216,37 @@ def solve_dense_tensor(
     else:
         y = module.solve_dense(params, times)
     return y if y.device == target else y.to(target)
+
+
+def reverse_mode_tensor(
+    code_or_module: Union["DiffsolModule", str],
+    params: Any,
+    times: Any,
+    grad_output: Any,
+    *,
+    device: Union[str, torch.device, None] = None,
+) -> torch.Tensor:
+    """``reverse_mode(params, times, grad_output)`` with the gradient on a chosen device.
+
+    Parameters
+    ----------
+    code_or_module : DiffsolModule or str
+        A compiled module, or DiffSL source (compiled once per process and reused).
+    params, times, grad_output
+        As in :meth:`DiffsolModule.reverse_mode`; tensors may live on any device.
+    device : str or torch.device, optional
+        Where the gradient goes; by default the device of ``params``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(nparams,)`` (or ``(B, nparams)``), float32 when ``params`` is float32.
+    """
+    target = select_device(device, sample=params).device
+    if isinstance(code_or_module, str):
+        from diffsol_pytorch.module import reverse_mode
+
+        g = reverse_mode(code_or_module, params, times, grad_output)
+    else:
+        g = code_or_module.reverse_mode(params, times, grad_output)
+    return g if g.device == target else g.to(target)

@@ -12,7 +12,15 @@ import torch
 
 from diffsol_pytorch import _kernel
 
-__all__ = ["Checkpoint", "DiffsolModule", "Solution", "clear_module_cache", "reverse_mode", "solve_dense"]
+__all__ = [
+    "Checkpoint",
+    "DiffsolModule",
+    "Solution",
+    "clear_module_cache",
+    "reverse_mode",
+    "set_module_cache_size",
+    "solve_dense",
+]
 
 ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[float]]
 
@@ -90,6 +98,13 @@ class Solution:
             f"Solution(nt={self.ts.shape[0]}, nout={self.ys.shape[0]}, "
             f"steps={self.stats.get('steps')}, stop={self.stop!r})"
         )
+
+
+def _has_tangent(x: torch.Tensor) -> bool:
+    """Is x a dual tensor of torch.autograd.forward_ad (forward-mode AD)?"""
+    import torch.autograd.forward_ad as fwAD
+
+    return fwAD.unpack_dual(x).tangent is not None
 
 
 class DiffsolModule:
@@ -222,6 +237,14 @@ class DiffsolModule:
         )
         self.last_stop: Any = None
 
+    # ---- pickling: by source and options; unpickling loads from the JIT cache --------------
+    def _options(self) -> dict[str, Any]:
+        return dict(method=self.method, rtol=self.rtol, atol=self.atol, t0=self.t0,
+                    h0=self.h0, max_steps=self.max_steps, linear_solver=self.linear_solver)
+
+    def __reduce__(self):
+        return (_rebuild_module, (self.code, self._options()))
+
     # ---- sizes and metadata ----------------------------------------------------
     @property
     def nstates(self) -> int:
@@ -334,7 +357,9 @@ class DiffsolModule:
             )
         p, dtype, device = self._check_params(params)
         t = self._check_times(times)
-        if isinstance(params, torch.Tensor) and params.requires_grad and torch.is_grad_enabled():
+        if isinstance(params, torch.Tensor) and (
+            (params.requires_grad and torch.is_grad_enabled()) or _has_tangent(params)
+        ):
             from diffsol_pytorch import autograd
 
             self.last_stop = None
@@ -464,9 +489,10 @@ class DiffsolModule:
         ------
         ValueError
             Bad shapes (naming both), non-finite values, or a method/model that reverse
-            mode does not cover yet (covered: ``bdf``/``adams`` on ODEs and ``bdf`` on
-            index-1 DAEs whose ``M`` does not depend on ``t``, all without events),
-            before any solve.
+            mode does not cover yet (covered: ``bdf``/``adams`` on ODEs, with or without
+            ``stop``/``reset`` events, and ``bdf`` on index-1 DAEs whose ``M`` does not
+            depend on ``t``, without events), before any solve; a non-zero
+            ``grad_output`` after a ``stop`` without ``reset`` (NaN outputs).
         SolverError
             The forward or backward integration failed.
         """
@@ -577,6 +603,11 @@ class Checkpoint:
         return torch.from_numpy(grad).to(device=self._device, dtype=self._dtype)
 
 
+def _rebuild_module(code: str, options: dict[str, Any]) -> DiffsolModule:
+    """Unpickle a DiffsolModule (compiles, or loads the shared object from the JIT cache)."""
+    return DiffsolModule(code, **options)
+
+
 # ---- module-level forms ----------------------------------------------------------------
 
 _CACHE_SIZE = 32
@@ -615,6 +646,18 @@ def clear_module_cache() -> None:
     """Forget the modules kept by :func:`solve_dense`."""
     with _cache_lock:
         _cache.clear()
+
+
+def set_module_cache_size(size: int) -> None:
+    """How many distinct (source, options) modules :func:`solve_dense` and
+    :func:`reverse_mode` keep (least recently used dropped first). Default 32."""
+    global _CACHE_SIZE
+    if isinstance(size, bool) or int(size) != size or size < 1:
+        raise ValueError(f"the module cache size must be a positive integer, got {size!r}")
+    with _cache_lock:
+        _CACHE_SIZE = int(size)
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
 
 
 def reverse_mode(

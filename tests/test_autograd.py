@@ -77,3 +77,72 @@ def test_no_grad_path_is_plain():
     with torch.no_grad():
         y = m.solve_dense(params, [0.0, 1.0])
     assert not y.requires_grad
+
+
+def test_forward_mode_ad_matches_forward_sensitivities():
+    m = dsp.DiffsolModule(model_source("logistic"), rtol=1e-10, atol=1e-12)
+    times = torch.linspace(0, 4, 5, dtype=torch.float64)
+    p = torch.tensor([1.5, 20.0], dtype=torch.float64)
+    v = torch.tensor([1.0, -0.5], dtype=torch.float64)
+    import torch.autograd.forward_ad as fwAD
+
+    with fwAD.dual_level():
+        out_dual = m.solve_dense(fwAD.make_dual(p, v), times)
+        y, dy = fwAD.unpack_dual(out_dual)
+    _, sens = m.forward_mode(p, times)
+    torch.testing.assert_close(dy, torch.einsum("k,kij->ij", v, sens))
+    torch.testing.assert_close(y, m.solve_dense(p, times))
+    # against the closed form 1 / (1 + (cap / p0 - 1) exp(-r t)) by complex steps
+    t = times.numpy()
+    h = 1e-30
+
+    def out(r, cap):
+        return 1.0 / (1.0 + (cap / 0.5 - 1.0) * np.exp(-r * t))
+
+    want = out(1.5 + 1j * h, 20.0).imag / h - 0.5 * out(1.5, 20.0 + 1j * h).imag / h
+    np.testing.assert_allclose(dy.numpy()[0], want, rtol=1e-6, atol=1e-12)
+
+
+def test_layer_trains_and_pickles(tmp_path):
+    import pickle
+
+    layer = dsp.DiffsolLayer(model_source("decay"), rtol=1e-8, atol=1e-10)
+    assert set(layer.state_dict()) == {"params"} and layer.param_names == ("k", "a0")
+    times = torch.linspace(0, 2, 9, dtype=torch.float64)
+    target = 3.0 * torch.exp(-1.2 * times)
+    opt = torch.optim.LBFGS(layer.parameters(), lr=0.5, max_iter=50, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = (layer(times)[0] - target).square().sum()
+        loss.backward()
+        return loss
+
+    for _ in range(5):
+        opt.step(closure)
+    np.testing.assert_allclose(layer.params.detach().numpy(), [1.2, 3.0], rtol=1e-4)
+    m2 = pickle.loads(pickle.dumps(layer.module))
+    assert m2.code == layer.module.code and m2.rtol == 1e-8
+    torch.testing.assert_close(m2.solve_dense(layer.params.detach(), times),
+                               layer.module.solve_dense(layer.params.detach(), times))
+
+
+def test_module_cache_size_is_configurable():
+    dsp.set_module_cache_size(1)
+    try:
+        a = dsp.solve_dense(model_source("decay"), [0.7, 2.0], [0.0, 1.0])
+        b = dsp.solve_dense(model_source("logistic"), [1.5, 20.0], [0.0, 1.0])
+        assert a.shape == (1, 2) and b.shape == (1, 2)
+        with pytest.raises(ValueError):
+            dsp.set_module_cache_size(0)
+    finally:
+        dsp.set_module_cache_size(32)
+
+
+def test_reverse_mode_tensor_device_cpu():
+    from diffsol_pytorch import device
+
+    g = device.reverse_mode_tensor(model_source("decay"), torch.tensor([0.7, 2.0]),
+                                   [0.0, 1.0], [[0.0, 1.0]], device="cpu")
+    assert g.device.type == "cpu" and g.dtype == torch.float32
+    np.testing.assert_allclose(g.numpy(), [-2.0 * np.exp(-0.7), np.exp(-0.7)], rtol=1e-4)

@@ -1,0 +1,95 @@
+"""Cost of gradients relative to a plain solve (issue 5).
+
+For each problem: the median time of solve_dense, of reverse_mode (checkpointed
+adjoint: forward pass with checkpoints + backward pass) and of forward_mode (forward
+sensitivities), reported as ratios to the plain solve; then the scaling with the number
+of parameters on a model with P parameters (reverse mode should stay flat, forward mode
+grow linearly).
+
+    .venv/bin/python benchmarks/bench_gradients.py [--json out.json]
+
+Target (issue 5): reverse-mode gradient <= 3x a forward solve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import time
+
+import numpy as np
+
+import diffsol_pytorch as dsp
+
+MODELS = pathlib.Path(__file__).resolve().parent.parent / "examples" / "models"
+
+
+def median_time(fn, repeat=7):
+    fn()
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def heat(n: int) -> str:
+    return (
+        "in_i { kappa = 0.5, tb = 1.0 }\n"
+        f"L_ij {{ (0..{n}, 0..{n}): -2.0, (0..{n - 1}, 1..{n}): 1.0, (1..{n}, 0..{n - 1}): 1.0 }}\n"
+        f"b_i {{ (0): tb, (1:{n - 1}): 0.0, ({n - 1}): tb }}\n"
+        f"u_i {{ (0:{n // 2}): 0.0, ({n // 2}:{n}): 1.0 }}\n"
+        "lap_i { L_ij * u_j }\n"
+        f"F_i {{ kappa * (lap_i + b_i) * {float((n + 1) ** 2)} }}\n"
+    )
+
+
+def many_params(p: int) -> str:
+    """u' = -sum_k a_k u + sin(t): P parameters, 2 states."""
+    names = ", ".join(f"a{k} = {0.1 + 0.01 * k}" for k in range(p))
+    total = " + ".join(f"a{k}" for k in range(p))
+    return f"in_i {{ {names} }}\nu_i {{ x = 1, y = 0 }}\ns {{ {total} }}\nF_i {{ -s * x + y, -x - 0.1 * y + sin(t) }}\n"
+
+
+def row(name, code, times, **options):
+    m = dsp.DiffsolModule(code, rtol=1e-8, atol=1e-10, **options)
+    p = m.default_params.numpy()
+    g = np.ones((m.nout, len(times)))
+    t_solve = median_time(lambda: m.solve_dense(p, times))
+    t_rev = median_time(lambda: m.reverse_mode(p, times, g))
+    t_fwd = median_time(lambda: m.forward_mode(p, times))
+    return dict(problem=name, nstates=m.nstates, nparams=m.nparams, solve_ms=1e3 * t_solve,
+                reverse_ratio=t_rev / t_solve, forward_ratio=t_fwd / t_solve)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    rows = [
+        row("robertson_ode", (MODELS / "robertson_ode.ds").read_text(), np.logspace(-4, 4, 9)),
+        row("robertson_dae", (MODELS / "robertson_dae.ds").read_text(), np.logspace(-4, 4, 9)),
+        row("lotka_volterra", (MODELS / "lotka_volterra.ds").read_text(), np.linspace(0, 20, 41)),
+        row("heat1d_200_klu", heat(200), np.linspace(0, 0.1, 11), linear_solver="klu"),
+    ]
+    print(f"{'problem':<16} {'n':>5} {'np':>4} {'solve ms':>9} {'reverse/solve':>14} {'forward/solve':>14}")
+    for r in rows:
+        ok = "PASS" if r["reverse_ratio"] <= 3.0 else "FAIL"
+        print(f"{r['problem']:<16} {r['nstates']:>5} {r['nparams']:>4} {r['solve_ms']:>9.3f} "
+              f"{r['reverse_ratio']:>10.2f} {ok} {r['forward_ratio']:>14.2f}")
+    print("\nscaling with the number of parameters (2 states, t in [0, 20]):")
+    print(f"{'P':>4} {'reverse/solve':>14} {'forward/solve':>14}")
+    scale = []
+    for p in (1, 10, 100):
+        r = row(f"params_{p}", many_params(p), np.linspace(0, 20, 21))
+        scale.append(r)
+        print(f"{p:>4} {r['reverse_ratio']:>14.2f} {r['forward_ratio']:>14.2f}")
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps({"problems": rows, "scaling": scale}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
