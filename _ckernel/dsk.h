@@ -230,7 +230,16 @@ int dsk_solver_forward(dsk_solver *s, const double *p, const double *times, int 
 /* ---- reverse mode (sens_adjoint.c) ------------------------------------------
    The checkpointed adjoint, for method bdf/adams on models without M
    (CVODES) and bdf on models with M (IDAS: index-1 DAEs, M independent of
-   t), without events so far (DSK_E_ARG otherwise). */
+   t).  Events (stop/reset) on CVODES: the forward pass is a plain solve that
+   records the segments between events; each backward pass re-runs every
+   segment with checkpoints (CVodeF) before integrating back over it and
+   applies the adjoint jump at each event (docs/gradients.md); the same on
+   IDAS.  Without reset, a non-zero g after the stop: DSK_E_ARG. */
+
+/* The ARKODE methods (tsit45, dopri5, tr_bdf2, esdirk34) on models without M
+   and events: the same functions, by sens_adjoint_arkode.c (checkpoints every
+   20 steps; the backward pass recomputes each interval and integrates the
+   adjoint with the same method); with M or events: DSK_E_ARG. */
 
 /* Forward pass that records checkpoints (every 100 steps) and the state at
    each output time; y as dsk_solver_solve_dense (may be NULL). */

@@ -45,6 +45,7 @@
  * du0/dp (IDACalcIC recomputes the algebraic part, which M does not see):
  * the term is (M^T lambda(t0))^T du0/dp.
  */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,15 @@
 #include "solve.h"
 
 #define DSK_ADJ_STEPS 100 /* integration steps between checkpoints */
+
+struct adj_events;
+static int idas_jump(dsk_solver *s, double t, const double *u, const double *up, double *grad,
+                     dsk_status *st);
+static void adj_events_free(struct adj_events *ev);
+static int forward_events(dsk_solver *s, const double *p, const double *times, int nt,
+                          double *y, dsk_status *st);
+static int backward_events(dsk_solver *s, const double *g, int jlast, double *grad,
+                           dsk_status *st);
 
 struct dsk_adjoint {
   int initialised;   /* CVodeAdjInit done */
@@ -87,10 +97,12 @@ struct dsk_adjoint {
   int lsj_ready;     /* SUNLinSolInitialize done on LSJ */
   double *m0;        /* M's values at t0 (t-dependence check) */
   double *tmp, *mu, *pbar2;
+  struct adj_events *ev; /* CVODES with stop/reset: segments and events */
 };
 
 void dsk_adjoint_free(dsk_solver *s) {
   struct dsk_adjoint *a = s->adj;
+  dsk_adjoint_arkode_free(s);
   if (!a) return;
   if (a->LSB) SUNLinSolFree(a->LSB);
   if (a->AB) SUNMatDestroy(a->AB);
@@ -105,6 +117,7 @@ void dsk_adjoint_free(dsk_solver *s) {
   free(a->yps), free(a->m0), free(a->tmp), free(a->mu), free(a->pbar2);
   free(a->times), free(a->us), free(a->bws), free(a->gj), free(a->ubar), free(a->pbar);
   free(a->tcolptr), free(a->trowidx), free(a->tpos);
+  adj_events_free(a->ev);
   free(a);
   s->adj = NULL;
 }
@@ -146,16 +159,18 @@ static int adjoint_state(dsk_solver *s, dsk_status *st) {
 }
 
 /* Reverse mode runs on CVODES (bdf and adams on models without M) and IDAS
-   (bdf on models with M) without events, so far. */
+   (bdf on models with M), with or without events (see the end of the file). */
 static int check_supported(const dsk_solver *s, dsk_status *st) {
   if (s->be != &dsk_backend_cvodes && s->be != &dsk_backend_idas)
     return dsk_status_set(st, DSK_E_ARG,
                           "reverse mode is available for method 'bdf' or 'adams' (CVODES, or "
                           "IDAS for models with M); this solver uses %s",
                           s->be->name);
-  if (s->nstop > 0)
+  if (s->nstop > 0 && s->be != &dsk_backend_cvodes && s->be != &dsk_backend_idas)
     return dsk_status_set(st, DSK_E_ARG,
-                          "reverse mode through events (stop/reset) is not available yet");
+                          "reverse mode through events (stop/reset) is available for method "
+                          "'bdf' or 'adams' (CVODES, or IDAS for models with M), not yet for %s",
+                          s->be->name);
   return DSK_OK;
 }
 
@@ -452,10 +467,8 @@ static int start_backward_idas(dsk_solver *s, double tB0, dsk_status *st) {
 static int add_output_term_idas(dsk_solver *s, int j, double *grad, dsk_status *st) {
   struct dsk_adjoint *a = s->adj;
   const double *u = a->us + (size_t)j * (size_t)s->n, *up = a->yps + (size_t)j * (size_t)s->n;
-  const double *id = NV_DATA_S(a->idB);
-  double t = a->times[j], *lam = NV_DATA_S(a->yB), *lamp = NV_DATA_S(a->ypB);
-  double *v = NV_DATA_S(a->vJ), *b = NV_DATA_S(a->bJ);
-  int np = s->tab->nparams, any_mu = 0, flag;
+  double t = a->times[j], *b = NV_DATA_S(a->bJ);
+  int np = s->tab->nparams;
   int rc = s->tab->vjp_x[DSK_FN_OUT](t, u, a->gj, s->ws, a->bws, b);
   if (rc == 0) rc = s->tab->vjp_p[DSK_FN_OUT](t, u, a->gj, s->ws, a->bws, a->pbar);
   if (rc) {
@@ -463,7 +476,19 @@ static int add_output_term_idas(dsk_solver *s, int j, double *grad, dsk_status *
     return dsk_status_set(st, DSK_E_MODELFN, "the adjoint of out returned %d at t = %g", rc, t);
   }
   for (int k = 0; k < np; k++) grad[k] += a->pbar[k];
-  rc = dsk_lin_eval_jac(s, t, u);
+  return idas_jump(s, t, u, up, grad, st);
+}
+
+/* The jump of an index-1 DAE's lambda for a loss term b^T s(t) (b in a->bJ,
+   s consistent) at state u, u' (see the top of the file). */
+static int idas_jump(dsk_solver *s, double t, const double *u, const double *up, double *grad,
+                     dsk_status *st) {
+  struct dsk_adjoint *a = s->adj;
+  const double *id = NV_DATA_S(a->idB);
+  double *lam = NV_DATA_S(a->yB), *lamp = NV_DATA_S(a->ypB);
+  double *v = NV_DATA_S(a->vJ), *b = NV_DATA_S(a->bJ);
+  int np = s->tab->nparams, any_mu = 0, flag;
+  int rc = dsk_lin_eval_jac(s, t, u);
   if (rc == 0) rc = dsk_lin_eval_mass(s, t);
   if (rc) {
     st->t = t;
@@ -574,6 +599,7 @@ int dsk_solver_forward_checkpointed(dsk_solver *s, const double *p, const double
   int n, nout, rc, dae;
   dsk_status_clear(st);
   if (!s) return dsk_status_set(st, DSK_E_ARG, "solver is NULL");
+  if (s->be == &dsk_backend_arkode) return dsk_arkode_forward_checkpointed(s, p, times, nt, y, st);
   rc = dsk_solver_check_times(s, times, nt, st);
   if (rc == DSK_OK) rc = dsk_solver_check_params(s, p, st);
   if (rc == DSK_OK) rc = check_supported(s, st);
@@ -594,6 +620,7 @@ int dsk_solver_forward_checkpointed(dsk_solver *s, const double *p, const double
     a->cap = nt;
   }
   a->generation = -1;
+  if (s->nstop > 0) return forward_events(s, p, times, nt, y, st);
   rc = dsk_solver_begin(s, p, times[nt - 1], st);
   if (rc == DSK_OK && dae) rc = idas_record_mass(s, st);
   if (rc != DSK_OK) return rc;
@@ -726,6 +753,7 @@ int dsk_solver_backward(dsk_solver *s, const double *g, double *grad, dsk_status
   dsk_status_clear(st);
   if (!s || !g || (!grad && s->tab->nparams > 0))
     return dsk_status_set(st, DSK_E_ARG, "dsk_solver_backward: NULL argument");
+  if (s->be == &dsk_backend_arkode) return dsk_arkode_backward(s, g, grad, st);
   a = s->adj;
   if (!a || a->generation < 0 || a->generation != s->generation)
     return dsk_status_set(st, DSK_E_ARG,
@@ -736,6 +764,7 @@ int dsk_solver_backward(dsk_solver *s, const double *g, double *grad, dsk_status
   for (int j = a->nt - 1; j >= 0 && jlast < 0; j--)
     if (column(s, g, j)) jlast = j;
   if (jlast < 0) return DSK_OK; /* a zero gradient costs nothing */
+  if (s->nstop > 0 && a->ev) return backward_events(s, g, jlast, grad, st);
   if (s->be == &dsk_backend_idas) return backward_idas(s, g, jlast, grad, st);
   N_VConst(0.0, a->yB);
   column(s, g, jlast);
@@ -806,4 +835,493 @@ int dsk_solver_reverse(dsk_solver *s, const double *p, const double *times, int 
     free(gs);
   }
   return rc;
+}
+
+/* ---- events (CVODES and IDAS): reverse mode through stop/reset ----------------------
+ *
+ * Forward (forward_events): a plain solve with root finding, exactly as
+ * dsk_solver_solve_dense, recording the segments between events (start time,
+ * N, state after the resets), each event (time tau, stop element k, N and
+ * state u- before its reset) and the segment of each output.  CVODES' adjoint
+ * module cannot carry one checkpointed run across the CVodeReInit of an
+ * event, so the backward pass (backward_events) recomputes: for each segment,
+ * last first, it re-runs that segment alone with CVodeF (root finding off,
+ * stop time at the segment's end) to lay down its checkpoints, integrates
+ * lambda and the quadrature backward over it (output jumps as without
+ * events), then applies the event's jump to lambda and the gradient.  Memory:
+ * one segment's checkpoints at a time, plus n values per segment and event;
+ * cost: one extra forward integration per backward pass.
+ *
+ * Jump at an event (transpose of sens_forward.c's): with D = g_u f- + g_t,
+ * c = R_u f- + R_t - f+, the forward jump is
+ *   s+ = R_u s- + R_p - c (g_u s- + g_p) / D,
+ * so with lambda+ = dL/du(tau+) and w = lambda+ . c / D,
+ *   lambda- = R_u^T lambda+ - w g_u^T,     grad += R_p^T lambda+ - w g_p^T.
+ * g_t and R_t are central differences in t (as sens_forward.c).  Several
+ * roots at one time are separate events (in the order of k), undone in
+ * reverse.  Without reset the solve ends at the root: outputs after it are
+ * NaN and must have a zero g.
+ *
+ * IDAS (same scheme, IDASolveF / IDASolveB): lambda pairs with s through
+ * M^T lambda, so the jump uses nu+ = M^T lambda+ in place of lambda+, f-/f+
+ * are the consistent u' before and after the reset (after: IDACalcIC in the
+ * restart), and b = R_u^T nu+ - w g_u^T is dL/ds- for a consistent s- (its
+ * algebraic part follows from the constraints): lambda restarts from zero
+ * and takes the jump of a loss term b^T s- exactly as at an output time
+ * (idas_jump: K^T v = b, mu^T (F_p - M_p u') into grad, consistent lambda_A
+ * and lambda').
+ */
+struct adj_events {
+  int nseg, segcap, nev, evcap, outcap;
+  double *seg_t, *seg_u; /* start time and state (after the resets) of each segment */
+  int *seg_N;
+  double *ev_t, *ev_u;   /* time and state before the reset of each event */
+  int *ev_k, *ev_N, *ev_seg; /* stop element, N before, segment it ends */
+  int *seg_of;           /* segment of each output, -1: after a stop (NaN) */
+  double *w, *g12, *ek, *pg;
+  double *seg_yp, *ev_yp; /* IDAS: u' at each segment start (consistent) and before each event */
+};
+
+static void adj_events_free(struct adj_events *ev) {
+  if (!ev) return;
+  free(ev->seg_t), free(ev->seg_u), free(ev->seg_N), free(ev->ev_t), free(ev->ev_u);
+  free(ev->ev_k), free(ev->ev_N), free(ev->ev_seg), free(ev->seg_of);
+  free(ev->w), free(ev->g12), free(ev->ek), free(ev->pg);
+  free(ev->seg_yp), free(ev->ev_yp);
+  free(ev);
+}
+
+static int ev_nomem(dsk_status *st) {
+  return dsk_status_set(st, DSK_E_NOMEM, "out of memory for the adjoint's events");
+}
+
+static int push_seg(dsk_solver *s, double t, dsk_status *st) {
+  struct adj_events *ev = s->adj->ev;
+  int n = s->n;
+  if (ev->nseg == ev->segcap) {
+    int cap = ev->segcap ? 2 * ev->segcap : 8;
+    double *tt = realloc(ev->seg_t, (size_t)cap * sizeof *tt);
+    if (tt) ev->seg_t = tt;
+    double *uu = tt ? realloc(ev->seg_u, (size_t)cap * (size_t)n * sizeof *uu) : NULL;
+    if (uu) ev->seg_u = uu;
+    int *nn = uu ? realloc(ev->seg_N, (size_t)cap * sizeof *nn) : NULL;
+    if (nn) ev->seg_N = nn;
+    if (nn && s->yp) {
+      uu = realloc(ev->seg_yp, (size_t)cap * (size_t)n * sizeof *uu);
+      if (uu) ev->seg_yp = uu;
+      else nn = NULL;
+    }
+    if (!nn) return ev_nomem(st);
+    ev->segcap = cap;
+  }
+  ev->seg_t[ev->nseg] = t;
+  ev->seg_N[ev->nseg] = (int)s->ws[s->tab->n_slot];
+  memcpy(ev->seg_u + (size_t)ev->nseg * (size_t)n, NV_DATA_S(s->y), (size_t)n * sizeof(double));
+  if (s->yp)
+    memcpy(ev->seg_yp + (size_t)ev->nseg * (size_t)n, NV_DATA_S(s->yp), (size_t)n * sizeof(double));
+  ev->nseg++;
+  return DSK_OK;
+}
+
+static int push_ev(dsk_solver *s, double t, int k, dsk_status *st) {
+  struct adj_events *ev = s->adj->ev;
+  int n = s->n;
+  if (ev->nev == ev->evcap) {
+    int cap = ev->evcap ? 2 * ev->evcap : 8;
+    double *tt = realloc(ev->ev_t, (size_t)cap * sizeof *tt);
+    if (tt) ev->ev_t = tt;
+    double *uu = tt ? realloc(ev->ev_u, (size_t)cap * (size_t)n * sizeof *uu) : NULL;
+    if (uu) ev->ev_u = uu;
+    int *k1 = uu ? realloc(ev->ev_k, (size_t)cap * sizeof *k1) : NULL;
+    if (k1) ev->ev_k = k1;
+    int *k2 = k1 ? realloc(ev->ev_N, (size_t)cap * sizeof *k2) : NULL;
+    if (k2) ev->ev_N = k2;
+    int *k3 = k2 ? realloc(ev->ev_seg, (size_t)cap * sizeof *k3) : NULL;
+    if (k3) ev->ev_seg = k3;
+    if (k3 && s->yp) {
+      uu = realloc(ev->ev_yp, (size_t)cap * (size_t)n * sizeof *uu);
+      if (uu) ev->ev_yp = uu;
+      else k3 = NULL;
+    }
+    if (!k3) return ev_nomem(st);
+    ev->evcap = cap;
+  }
+  ev->ev_t[ev->nev] = t;
+  ev->ev_k[ev->nev] = k;
+  ev->ev_N[ev->nev] = (int)s->ws[s->tab->n_slot];
+  ev->ev_seg[ev->nev] = ev->nseg - 1;
+  memcpy(ev->ev_u + (size_t)ev->nev * (size_t)n, NV_DATA_S(s->y), (size_t)n * sizeof(double));
+  if (s->yp)
+    memcpy(ev->ev_yp + (size_t)ev->nev * (size_t)n, NV_DATA_S(s->yp), (size_t)n * sizeof(double));
+  ev->nev++;
+  return DSK_OK;
+}
+
+/* State, output (into y) and segment of output j. */
+static int ev_store(dsk_solver *s, const double *times, int nt, int j, double *y,
+                    dsk_status *st) {
+  struct dsk_adjoint *a = s->adj;
+  const double *u = NV_DATA_S(s->y);
+  memcpy(a->us + (size_t)j * (size_t)s->n, u, (size_t)s->n * sizeof *u);
+  if (s->be == &dsk_backend_idas)
+    memcpy(a->yps + (size_t)j * (size_t)s->n, NV_DATA_S(s->yp), (size_t)s->n * sizeof *u);
+  a->times[j] = times[j];
+  a->ev->seg_of[j] = a->ev->nseg - 1;
+  if (y) {
+    int frc = s->tab->eval[DSK_FN_OUT](times[j], u, s->ws, s->yout);
+    if (frc) {
+      st->t = times[j];
+      return dsk_status_set(st, DSK_E_MODELFN, "model function out returned %d at t = %g", frc,
+                            times[j]);
+    }
+    for (int i = 0; i < s->tab->nout; i++) y[(size_t)i * (size_t)nt + (size_t)j] = s->yout[i];
+  }
+  return DSK_OK;
+}
+
+static int forward_events(dsk_solver *s, const double *p, const double *times, int nt,
+                          double *y, dsk_status *st) {
+  struct dsk_adjoint *a = s->adj;
+  const dsk_gen_table *tab = s->tab;
+  struct adj_events *ev = a->ev;
+  int n = s->n, rc, dae = s->be == &dsk_backend_idas;
+  if (!tab->vjp_x[DSK_FN_STOP] || !tab->vjp_p[DSK_FN_STOP] || !tab->jvp_x[DSK_FN_STOP] ||
+      (s->has_reset && (!tab->vjp_x[DSK_FN_RESET] || !tab->vjp_p[DSK_FN_RESET] ||
+                        !tab->jvp_x[DSK_FN_RESET])))
+    return dsk_status_set(st, DSK_E_ARG,
+                          "reverse mode through events needs the derivatives of stop and reset "
+                          "(recompile the model)");
+  if (!ev) {
+    ev = a->ev = calloc(1, sizeof *ev);
+    if (ev) {
+      ev->w = calloc(8 * (size_t)n + 1, sizeof(double));
+      ev->g12 = calloc(2 * (size_t)s->nstop + 1, sizeof(double));
+      ev->ek = calloc((size_t)s->nstop + 1, sizeof(double));
+      ev->pg = calloc((size_t)tab->nparams + 1, sizeof(double));
+    }
+    if (!ev || !ev->w || !ev->g12 || !ev->ek || !ev->pg) return ev_nomem(st);
+  }
+  if (nt > ev->outcap) {
+    int *so = realloc(ev->seg_of, (size_t)nt * sizeof *so);
+    if (!so) return ev_nomem(st);
+    ev->seg_of = so;
+    ev->outcap = nt;
+  }
+  ev->nseg = ev->nev = 0;
+  rc = dsk_solver_begin(s, p, times[nt - 1], st);
+  if (rc == DSK_OK && dae) rc = idas_record_mass(s, st);
+  if (rc == DSK_OK) rc = push_seg(s, s->opt.t0, st);
+  double tol = 0.0; /* > 0 right after an event restart */
+  int j = 0;
+  while (rc == DSK_OK && j < nt) {
+    double tout = times[j], tret = s->t_cur;
+    if (tout <= s->t_cur || tout - s->t_cur <= tol) {
+      rc = ev_store(s, times, nt, j++, y, st);
+      continue;
+    }
+    int flag = s->be->step(s, tout, 0, &tret);
+    if (flag < 0) {
+      rc = dsk_solver_fail(s, flag, st);
+      break;
+    }
+    /* the DAE adjoint assumes M(t) constant: check it over the interval */
+    if (dae) rc = idas_check_mass(s, 0.5 * (s->t_cur + tret), st);
+    if (rc == DSK_OK && dae) rc = idas_check_mass(s, tret, st);
+    if (rc != DSK_OK) break;
+    s->t_cur = tret;
+    if (flag == DSK_STEP_ROOT) {
+      double h = 0.0;
+      if (s->be->last_step(s, &h) != 0) h = 0.0;
+      tol = 1000.0 * DBL_EPSILON * (fabs(tret) + fabs(h) + 1e-300);
+      flag = s->be->root_info(s, s->rootsfound);
+      if (flag < 0) {
+        rc = dsk_solver_fail(s, flag, st);
+        break;
+      }
+      if (!s->has_reset) {
+        s->stopped = 1;
+        s->acc.events += 1;
+        s->stop_t = tret;
+        s->stop_index = 0;
+        for (int k = s->nstop - 1; k >= 0; k--)
+          if (s->rootsfound[k]) s->stop_index = k;
+        for (; rc == DSK_OK && j < nt && times[j] <= tret + tol; j++)
+          rc = ev_store(s, times, nt, j, y, st);
+        for (; j < nt; j++) {
+          ev->seg_of[j] = -1;
+          a->times[j] = times[j];
+          memset(a->us + (size_t)j * (size_t)n, 0, (size_t)n * sizeof(double));
+          for (int i = 0; y && i < tab->nout; i++) y[(size_t)i * (size_t)nt + (size_t)j] = NAN;
+        }
+        break;
+      }
+      double *u = NV_DATA_S(s->y), *tmp = ev->w;
+      {
+        /* the statistics of the segment, as solve.c's apply_resets */
+        dsk_stats cur;
+        memset(&cur, 0, sizeof cur);
+        s->be->stats(s, &cur);
+        s->acc.steps += cur.steps, s->acc.rhs_evals += cur.rhs_evals;
+        s->acc.jac_evals += cur.jac_evals, s->acc.lin_setups += cur.lin_setups;
+        s->acc.err_test_fails += cur.err_test_fails, s->acc.nonlin_iters += cur.nonlin_iters;
+        s->acc.nonlin_fails += cur.nonlin_fails;
+      }
+      int fired = 0;
+      for (int k = 0; k < s->nstop && rc == DSK_OK; k++) {
+        if (!s->rootsfound[k]) continue;
+        fired++;
+        rc = push_ev(s, tret, k, st);
+        if (rc != DSK_OK) break;
+        s->ws[tab->n_slot] = (double)k;
+        int frc = tab->eval[DSK_FN_RESET](tret, u, s->ws, tmp);
+        if (frc) {
+          st->t = tret;
+          rc = dsk_status_set(st, DSK_E_MODELFN, "model function reset returned %d at t = %g",
+                              frc, tret);
+        }
+        memcpy(u, tmp, (size_t)n * sizeof *u);
+      }
+      s->acc.events += fired ? fired : 1;
+      /* (IDAS: consistent u, u' after the reset, then recorded) */
+      if (rc == DSK_OK) rc = s->be->reinit(s, tret, times[nt - 1], st);
+      if (rc == DSK_OK) rc = push_seg(s, tret, st);
+      if (rc == DSK_OK && times[nt - 1] > tret) {
+        flag = s->be->set_stop_time(s, times[nt - 1]);
+        if (flag < 0) rc = dsk_solver_fail(s, flag, st);
+      }
+      /* outputs already stored at the event time get the value after it */
+      for (int q = j - 1; rc == DSK_OK && q >= 0 && times[q] >= tret - tol; q--)
+        rc = ev_store(s, times, nt, q, y, st);
+      continue;
+    }
+    tol = 0.0;
+    rc = ev_store(s, times, nt, j++, y, st);
+  }
+  dsk_solver_collect_stats(s);
+  if (rc != DSK_OK) return rc;
+  a->nt = nt;
+  a->generation = s->generation;
+  return DSK_OK;
+}
+
+static int ev_root(realtype t, N_Vector y, realtype *g, void *data) {
+  return dsk_solver_eval_stop(data, t, NV_DATA_S(y), g);
+}
+
+static int ev_root_ida(realtype t, N_Vector y, N_Vector yp, realtype *g, void *data) {
+  (void)yp;
+  return dsk_solver_eval_stop(data, t, NV_DATA_S(y), g);
+}
+
+/* Re-run segment i from its start to t_end with checkpoints (roots off). */
+static int rerun_segment(dsk_solver *s, int i, double t_end, dsk_status *st) {
+  struct dsk_adjoint *a = s->adj;
+  struct adj_events *ev = a->ev;
+  double t0 = ev->seg_t[i], tret = t0;
+  int ncheck = 0, flag, rc;
+  s->ws[s->tab->n_slot] = (double)ev->seg_N[i];
+  memcpy(NV_DATA_S(s->y), ev->seg_u + (size_t)i * (size_t)s->n, (size_t)s->n * sizeof(double));
+  if (s->yp)
+    memcpy(NV_DATA_S(s->yp), ev->seg_yp + (size_t)i * (size_t)s->n, (size_t)s->n * sizeof(double));
+  rc = s->be->reinit(s, t0, t_end, st);
+  if (rc != DSK_OK) return rc;
+  if (s->be == &dsk_backend_idas) {
+    flag = IDARootInit(s->mem, 0, NULL);
+    if (flag >= 0) flag = IDASetStopTime(s->mem, t_end);
+    if (flag < 0) return ida_fail(s, flag, "IDASetStopTime", st);
+    flag = a->initialised ? IDAAdjReInit(s->mem) : IDAAdjInit(s->mem, DSK_ADJ_STEPS, IDA_HERMITE);
+    if (flag < 0) return ida_fail(s, flag, "IDAAdjInit", st);
+    a->initialised = 1;
+    flag = IDASolveF(s->mem, t_end, &tret, s->y, s->yp, IDA_NORMAL, &ncheck);
+    return flag < 0 ? dsk_solver_fail(s, flag, st) : DSK_OK;
+  }
+  flag = CVodeRootInit(s->mem, 0, NULL);
+  if (flag >= 0) flag = CVodeSetStopTime(s->mem, t_end);
+  if (flag < 0) return cv_fail(s, flag, "CVodeSetStopTime", st);
+  flag = a->initialised ? CVodeAdjReInit(s->mem) : CVodeAdjInit(s->mem, DSK_ADJ_STEPS, CV_HERMITE);
+  if (flag < 0) return cv_fail(s, flag, "CVodeAdjInit", st);
+  a->initialised = 1;
+  flag = CVodeF(s->mem, t_end, s->y, &tret, CV_NORMAL, &ncheck);
+  return flag < 0 ? dsk_solver_fail(s, flag, st) : DSK_OK;
+}
+
+/* The jump of lambda and grad back across event e (see above). */
+static int event_jump(dsk_solver *s, int e, double *grad, dsk_status *st) {
+  struct dsk_adjoint *a = s->adj;
+  struct adj_events *ev = a->ev;
+  const dsk_gen_table *tab = s->tab;
+  int n = s->n, np = tab->nparams, k = ev->ev_k[e], rc;
+  double t = ev->ev_t[e], h = 6e-6 * fmax(1.0, fabs(t)), *lam = NV_DATA_S(a->yB);
+  const double *u = ev->ev_u + (size_t)e * (size_t)n;
+  double *fm = ev->w, *fp = fm + n, *up = fp + n, *ra = up + n, *rb = ra + n, *c = rb + n;
+  double *gu = c + n, *lm = gu + n, *g1 = ev->g12, *g2 = g1 + s->nstop;
+  int dae = s->be == &dsk_backend_idas;
+  s->ws[tab->n_slot] = (double)ev->ev_N[e];
+  if (dae) { /* u' before (recorded) and lambda's pairing M^T lambda */
+    memcpy(fm, ev->ev_yp + (size_t)e * (size_t)n, (size_t)n * sizeof *fm);
+    rc = tab->vjp_x[DSK_FN_MASS](t, fm, lam, s->ws, a->bws, a->tmp);
+    if (rc == 0) memcpy(lam, a->tmp, (size_t)n * sizeof *lam);
+  } else {
+    rc = tab->eval[DSK_FN_RHS](t, u, s->ws, fm);
+  }
+  if (rc == 0) rc = tab->eval[DSK_FN_STOP](t + h, u, s->ws, g1);
+  if (rc == 0) rc = tab->eval[DSK_FN_STOP](t - h, u, s->ws, g2);
+  double gt = (g1[k] - g2[k]) / (2.0 * h);
+  if (rc == 0) rc = tab->jvp_x[DSK_FN_STOP](t, u, fm, s->ws, s->dws, g1, g2);
+  double den = g2[k] + gt;
+  ev->ek[k] = 1.0;
+  if (rc == 0) rc = tab->vjp_x[DSK_FN_STOP](t, u, ev->ek, s->ws, a->bws, gu);
+  if (rc == 0 && np > 0) rc = tab->vjp_p[DSK_FN_STOP](t, u, ev->ek, s->ws, a->bws, ev->pg);
+  ev->ek[k] = 0.0;
+  if (rc) {
+    st->t = t;
+    return dsk_status_set(st, DSK_E_MODELFN, "rhs or stop (adjoint) returned %d at t = %g", rc, t);
+  }
+  s->ws[tab->n_slot] = (double)k;
+  rc = tab->eval[DSK_FN_RESET](t + h, u, s->ws, ra);
+  if (rc == 0) rc = tab->eval[DSK_FN_RESET](t - h, u, s->ws, rb);
+  for (int i = 0; i < n; i++) c[i] = (ra[i] - rb[i]) / (2.0 * h); /* R_t */
+  if (rc == 0) rc = tab->jvp_x[DSK_FN_RESET](t, u, fm, s->ws, s->dws, up, rb);
+  if (rc == 0 && dae) /* the consistent u' after the reset: next segment's start */
+    memcpy(fp, ev->seg_yp + (size_t)(ev->ev_seg[e] + 1) * (size_t)n, (size_t)n * sizeof *fp);
+  else if (rc == 0)
+    rc = tab->eval[DSK_FN_RHS](t, up, s->ws, fp);
+  if (rc == 0) rc = tab->vjp_x[DSK_FN_RESET](t, u, lam, s->ws, a->bws, lm);
+  if (rc == 0 && np > 0) rc = tab->vjp_p[DSK_FN_RESET](t, u, lam, s->ws, a->bws, a->pbar);
+  if (rc) {
+    st->t = t;
+    return dsk_status_set(st, DSK_E_MODELFN, "reset or rhs (adjoint) returned %d at t = %g", rc,
+                          t);
+  }
+  double lc = 0.0, wgt = 0.0;
+  for (int i = 0; i < n; i++) lc += lam[i] * (c[i] + rb[i] - fp[i]);
+  if (lc != 0.0) {
+    if (den == 0.0 || !isfinite(den)) {
+      st->t = t;
+      return dsk_status_set(st, DSK_E_SOLVER,
+                            "the event time of stop element %d at t = %.6g has no derivative: "
+                            "stop touches zero without crossing it (d stop/dt = 0)",
+                            k, t);
+    }
+    wgt = lc / den;
+  }
+  for (int q = 0; q < np; q++) grad[q] += a->pbar[q] - wgt * ev->pg[q];
+  if (!dae) {
+    for (int i = 0; i < n; i++) lam[i] = lm[i] - wgt * gu[i];
+    return DSK_OK;
+  }
+  /* DAE: b^T s- with b = R_u^T M^T lambda+ - w g_u^T and s- consistent: lambda
+     restarts from zero with the jump of a loss term b (as an output's) */
+  double *b = NV_DATA_S(a->bJ);
+  for (int i = 0; i < n; i++) b[i] = lm[i] - wgt * gu[i];
+  N_VConst(0.0, a->yB);
+  N_VConst(0.0, a->ypB);
+  s->ws[tab->n_slot] = (double)ev->ev_N[e];
+  return idas_jump(s, t, u, fm, grad, st);
+}
+
+/* (Re)start the backward problem at t with the current lambda, keeping the
+   quadrature (first: from zero). */
+static int restart_b(dsk_solver *s, double t, int *first, dsk_status *st) {
+  struct dsk_adjoint *a = s->adj;
+  if (s->be == &dsk_backend_idas) {
+    *first = 0;
+    return start_backward_idas(s, t, st); /* keeps a->qB */
+  }
+  if (*first || a->which < 0) {
+    *first = 0;
+    return start_backward(s, t, st);
+  }
+  int flag = CVodeReInitB(s->mem, a->which, t, a->yB);
+  if (flag == CV_SUCCESS && s->tab->nparams > 0) flag = CVodeQuadReInitB(s->mem, a->which, a->qB);
+  return cv_fail(s, flag, "CVodeReInitB", st);
+}
+
+/* Integrate lambda (and the quadrature) back to target. */
+static int back_to(dsk_solver *s, double target, dsk_status *st) {
+  struct dsk_adjoint *a = s->adj;
+  double tret = target;
+  int np = s->tab->nparams, flag;
+  if (s->be == &dsk_backend_idas) {
+    flag = IDASolveB(s->mem, target, IDA_NORMAL);
+    if (flag >= 0) flag = IDAGetB(s->mem, a->which, &tret, a->yB, a->ypB);
+    if (flag >= 0 && np > 0) flag = IDAGetQuadB(s->mem, a->which, &tret, a->qB);
+    return flag < 0 ? ida_fail(s, flag, "IDASolveB", st) : DSK_OK;
+  }
+  flag = CVodeB(s->mem, target, CV_NORMAL);
+  if (flag >= 0) flag = CVodeGetB(s->mem, a->which, &tret, a->yB);
+  if (flag >= 0 && np > 0) flag = CVodeGetQuadB(s->mem, a->which, &tret, a->qB);
+  return flag < 0 ? cv_fail(s, flag, "CVodeB", st) : DSK_OK;
+}
+
+static int backward_events(dsk_solver *s, const double *g, int jlast, double *grad,
+                           dsk_status *st) {
+  struct dsk_adjoint *a = s->adj;
+  int dae = s->be == &dsk_backend_idas;
+  struct adj_events *ev = a->ev;
+  int np = s->tab->nparams, rc = DSK_OK, first = 1, integrated = 0, j = jlast;
+  if (ev->seg_of[jlast] < 0) {
+    st->t = a->times[jlast];
+    return dsk_status_set(st, DSK_E_ARG,
+                          "the gradient has non-zero entries at t = %g, after the solve stopped at "
+                          "an event (t = %g) where the outputs are NaN; set g to zero there",
+                          a->times[jlast], s->stop_t);
+  }
+  N_VConst(0.0, a->yB);
+  if (dae) N_VConst(0.0, a->ypB);
+  if (a->qB) N_VConst(0.0, a->qB);
+  double t_end = a->times[jlast];
+  for (int i = ev->seg_of[jlast]; i >= 0 && rc == DSK_OK; i--) {
+    double t_start = ev->seg_t[i], t_cur = t_end;
+    int restart = 1;
+    if (t_end > t_start) rc = rerun_segment(s, i, t_end, st);
+    for (; rc == DSK_OK && j >= 0 && ev->seg_of[j] == i; j--) {
+      double target = fmax(a->times[j], t_start);
+      if (target < t_cur) {
+        if (restart) rc = restart_b(s, t_cur, &first, st);
+        if (rc == DSK_OK) rc = back_to(s, target, st);
+        if (rc != DSK_OK) break;
+        restart = 0;
+        integrated = 1;
+        t_cur = target;
+      }
+      if (column(s, g, j)) {
+        rc = dae ? add_output_term_idas(s, j, grad, st) : add_output_term(s, j, grad, st);
+        restart = 1;
+      }
+    }
+    if (rc == DSK_OK && t_start < t_cur) {
+      if (restart) rc = restart_b(s, t_cur, &first, st);
+      if (rc == DSK_OK) rc = back_to(s, t_start, st);
+      integrated = 1;
+    }
+    for (int e = ev->nev - 1; rc == DSK_OK && e >= 0; e--)
+      if (ev->ev_seg[e] == i - 1) rc = event_jump(s, e, grad, st);
+    t_end = t_start;
+  }
+  /* root finding back on for the next solve */
+  if (s->mem && dae) {
+    int flag = IDARootInit(s->mem, s->nstop, ev_root_ida);
+    if (flag >= 0) flag = IDASetNoInactiveRootWarn(s->mem);
+    if (flag < 0 && rc == DSK_OK) rc = ida_fail(s, flag, "IDARootInit", st);
+  } else if (s->mem) {
+    int flag = CVodeRootInit(s->mem, s->nstop, ev_root);
+    if (flag >= 0) flag = CVodeSetNoInactiveRootWarn(s->mem);
+    if (flag < 0 && rc == DSK_OK) rc = cv_fail(s, flag, "CVodeRootInit", st);
+  }
+  if (rc != DSK_OK) return rc;
+  if (np > 0 && integrated)
+    for (int k = 0; k < np; k++) grad[k] -= NV_Ith_S(a->qB, k);
+  if (np > 0) {
+    const double *l0 = NV_DATA_S(a->yB);
+    int frc = 0;
+    if (dae) { /* (M^T lambda(t0))^T du0/dp */
+      frc = s->tab->vjp_x[DSK_FN_MASS](s->opt.t0, ev->seg_yp, l0, s->ws, a->bws, a->tmp);
+      l0 = a->tmp;
+    }
+    if (frc == 0) frc = s->tab->vjp_p[DSK_FN_U0](s->opt.t0, NULL, l0, s->ws, a->bws, a->pbar);
+    if (frc) return dsk_status_set(st, DSK_E_MODELFN, "the adjoint of u0 or M returned %d", frc);
+    for (int k = 0; k < np; k++) grad[k] += a->pbar[k];
+  }
+  return DSK_OK;
 }

@@ -113,6 +113,9 @@ struct dsk_solver {
      augmented ARKStep memory), created at the first dsk_solver_forward; NULL
      before.  CVODES/IDAS sensitivities are toggled off between forward solves. */
   struct dsk_forward *fwd;
+
+  /* sens_adjoint_arkode.c: checkpointed adjoint of the ARKODE methods, or NULL */
+  struct dsk_adjoint_ark *adj_ark;
 };
 
 /* ---- solve.c: callbacks' helpers -------------------------------------------- */
@@ -150,6 +153,16 @@ void dsk_forward_free(dsk_solver *s);
 /* ---- sens_adjoint.c ------------------------------------------------------------ */
 
 void dsk_adjoint_free(dsk_solver *s);
+
+/* ---- sens_adjoint_arkode.c (reverse mode of the ARKODE methods) ------------------ */
+
+/* Called by dsk_solver_forward_checkpointed / dsk_solver_backward (and so
+   dsk_solver_reverse) when the solver's back end is ARKODE; same contracts. */
+int dsk_arkode_forward_checkpointed(dsk_solver *s, const double *p, const double *times, int nt,
+                                    double *y, dsk_status *st);
+int dsk_arkode_backward(dsk_solver *s, const double *g, double *grad, dsk_status *st);
+/* Frees s->adj_ark (called from dsk_adjoint_free). */
+void dsk_adjoint_arkode_free(dsk_solver *s);
 
 /* ---- linsol.c ----------------------------------------------------------------- */
 

@@ -4,8 +4,8 @@
 whose ``backward`` runs one backward pass of the checkpointed adjoint over the forward
 pass that produced it (no finite differences, no second forward pass when nothing else
 ran on the module in between; otherwise the forward pass is recomputed with checkpoints).
-Where the adjoint does not cover a model yet (a method other than bdf/adams, a DAE or
-events) the gradient comes from forward sensitivities when the module has them.
+Where the adjoint does not cover a model yet (an ARKODE method on a model with ``M`` or
+with events) the gradient comes from forward sensitivities instead.
 
 Forward-mode AD with ``torch.autograd.forward_ad`` (dual tensors) uses the forward
 sensitivities; the ``torch.func`` transforms (``jvp``, ``vmap``) are not supported yet. Second derivatives are not supported: differentiating the gradient again

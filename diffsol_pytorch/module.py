@@ -489,9 +489,10 @@ class DiffsolModule:
         ------
         ValueError
             Bad shapes (naming both), non-finite values, or a method/model that reverse
-            mode does not cover yet (covered: ``bdf``/``adams`` on ODEs, with or without
-            ``stop``/``reset`` events, and ``bdf`` on index-1 DAEs whose ``M`` does not
-            depend on ``t``, without events), before any solve; a non-zero
+            mode does not cover yet (covered: ``bdf``/``adams`` on ODEs and ``bdf`` on
+            index-1 DAEs whose ``M`` does not depend on ``t``, with or without
+            ``stop``/``reset`` events; ``tsit45``/``dopri5``/``tr_bdf2``/``esdirk34`` on
+            ODEs without ``M`` and without events), before any solve; a non-zero
             ``grad_output`` after a ``stop`` without ``reset`` (NaN outputs).
         SolverError
             The forward or backward integration failed.

@@ -169,8 +169,15 @@ static void test_refusals(void) {
     double grad[1];
     dsk_status st;
     if (s) {
+      /* the solve stops at u = 0.5 (t = ln 2): the output at t = 1 is NaN */
       CHECK(dsk_solver_reverse(s, p, t, 2, g, grad, &st) == DSK_E_ARG);
-      CHECK_CONTAINS(st.msg, "events");
+      CHECK_CONTAINS(st.msg, "after the solve stopped");
+      {
+        /* before the stop: u = exp(-r t) */
+        const double t2[3] = {0, 0.5, 1.0}, g2[3] = {0, 1, 0};
+        CHECK_MSG(dsk_solver_reverse(s, p, t2, 3, g2, grad, &st) == DSK_OK, "%s", st.msg);
+        CHECK_CLOSE(grad[0], -0.5 * exp(-0.5), 1e-5);
+      }
       dsk_solver_free(s);
     }
   }
@@ -354,6 +361,281 @@ static void test_dae_refuses_time_dependent_mass(void) {
   dsk_model_free(m);
 }
 
+
+/* ---- events ----------------------------------------------------------------- */
+
+/* The dosing model (doses at fixed times): the closed form
+   q(t) = sum_{t_d <= t} 50 exp(-k (t - t_d)), k = cl / vol, out = q / vol. */
+static void test_dosing_closed_form(void) {
+  dsk_model *m = compile("in_i { cl = 2.0, vol = 10.0 }\n"
+                         "tdose_i { 4.0, 8.0, 12.0 }\n"
+                         "amt_i { 50.0, 50.0, 50.0 }\n"
+                         "u_i { q = 50.0 }\n"
+                         "F_i { -cl / vol * q }\n"
+                         "stop_i { tdose_i - t }\n"
+                         "reset_i { q + amt_i[N] }\n"
+                         "out_i { q / vol }\n");
+  if (!m) return;
+  for (int method = 0; method < 2; method++) {
+    dsk_solver *s = solver(m, method == 0 ? DSK_BDF : DSK_ADAMS, 1e-10, 1e-12);
+    const double p[2] = {2.0, 10.0}, times[7] = {1.0, 3.0, 5.0, 8.0, 9.0, 13.0, 15.0};
+    const double g[7] = {0.5, -1.0, 0.3, 2.0, 1.0, -0.7, 0.25}, td[4] = {0, 4, 8, 12};
+    double grad[2], want_cl = 0, want_vol = 0, y[7], k = p[0] / p[1];
+    dsk_status st;
+    if (!s) continue;
+    for (int j = 0; j < 7; j++) {
+      double q = 0, dqdk = 0;
+      for (int d = 0; d < 4; d++)
+        if (td[d] <= times[j]) {
+          double e = 50.0 * exp(-k * (times[j] - td[d]));
+          q += e;
+          dqdk -= (times[j] - td[d]) * e;
+        }
+      want_cl += g[j] * dqdk / p[1] / p[1];
+      want_vol += g[j] * (dqdk * (-p[0] / (p[1] * p[1])) / p[1] - q / (p[1] * p[1]));
+    }
+    CHECK_MSG(dsk_solver_reverse(s, p, times, 7, g, grad, &st) == DSK_OK, "%s", st.msg);
+    CHECK_MSG(fabs(grad[0] - want_cl) <= 1e-6 * fabs(want_cl), "dL/dcl %.10g vs %.10g", grad[0],
+              want_cl);
+    CHECK_MSG(fabs(grad[1] - want_vol) <= 1e-6 * fabs(want_vol), "dL/dvol %.10g vs %.10g",
+              grad[1], want_vol);
+    /* repeatable backward passes, and a solve in between still finds the doses */
+    CHECK(dsk_solver_forward_checkpointed(s, p, times, 7, y, &st) == DSK_OK);
+    CHECK_CLOSE(y[3], (50.0 * exp(-0.2 * 8) + 50.0 * exp(-0.2 * 4) + 50.0) / 10.0, 1e-7);
+    CHECK(dsk_solver_backward(s, g, grad, &st) == DSK_OK);
+    CHECK(dsk_solver_backward(s, g, grad, &st) == DSK_OK);
+    CHECK_MSG(fabs(grad[0] - want_cl) <= 1e-6 * fabs(want_cl), "again: %.10g vs %.10g", grad[0],
+              want_cl);
+    {
+      double y2[7];
+      CHECK(dsk_solver_solve_dense(s, p, times, 7, y2, &st) == DSK_OK);
+      CHECK_CLOSE(y2[6], y[6], 1e-8);
+    }
+    dsk_solver_free(s);
+  }
+  dsk_model_free(m);
+}
+
+/* A bouncing ball: the bounce times depend on the state and on g, e, h0.
+   Reverse mode against central differences of the solve and forward mode. */
+static void test_ball(void) {
+  dsk_model *m = compile("in_i { g = 9.81, e = 0.8, h0 = 10.0 }\n"
+                         "u_i { h = h0, v = 0.0 }\n"
+                         "F_i { v, -g }\n"
+                         "stop_i { h }\n"
+                         "reset_i { 0, -e * v }\n");
+  if (!m) return;
+  for (int method = 0; method < 2; method++) {
+    dsk_solver *s = solver(m, method == 0 ? DSK_BDF : DSK_ADAMS, 1e-10, 1e-10);
+    const double p[3] = {9.81, 0.8, 10.0}, times[5] = {0.5, 1.0, 2.0, 3.5, 5.0};
+    const double g[10] = {0.3, -1.0, 0.5, 2.0, 1.0, /* h */ 0.1, 0.2, -0.4, 0.3, 0.5 /* v */};
+    double grad[3], y[10], sens[30], fd[3];
+    dsk_status st;
+    if (!s) continue;
+    CHECK_MSG(dsk_solver_reverse(s, p, times, 5, g, grad, &st) == DSK_OK, "%s", st.msg);
+    CHECK_MSG(dsk_solver_forward(s, p, times, 5, y, sens, &st) == DSK_OK, "%s", st.msg);
+    for (int k = 0; k < 3; k++) {
+      double pp[3] = {p[0], p[1], p[2]}, lp = 0, lm = 0, h = 1e-4 * p[k], fw = 0;
+      pp[k] = p[k] + h;
+      CHECK(dsk_solver_solve_dense(s, pp, times, 5, y, &st) == DSK_OK);
+      for (int q = 0; q < 10; q++) lp += g[q] * y[q];
+      pp[k] = p[k] - h;
+      CHECK(dsk_solver_solve_dense(s, pp, times, 5, y, &st) == DSK_OK);
+      for (int q = 0; q < 10; q++) lm += g[q] * y[q];
+      fd[k] = (lp - lm) / (2 * h);
+      for (int q = 0; q < 10; q++) fw += g[q] * sens[k * 10 + q];
+      CHECK_MSG(fabs(grad[k] - fd[k]) <= 1e-4 * fabs(fd[k]), "ball dL/dp%d: %.10g vs FD %.10g", k,
+                grad[k], fd[k]);
+      CHECK_MSG(fabs(grad[k] - fw) <= 1e-6 * fabs(fw), "ball dL/dp%d: %.10g vs forward %.10g", k,
+                grad[k], fw);
+    }
+    dsk_solver_free(s);
+  }
+  dsk_model_free(m);
+}
+
+/* ARKODE methods (sens_adjoint_arkode.c): decay against its closed form over
+   many checkpoint intervals, Lotka-Volterra with two outputs and Robertson
+   (implicit tables) against central differences, repeated backward passes,
+   and the refusals (M, events).  The finite differences are of solve_dense
+   with bdf at tight tolerances: TR-BDF2's own solution (order 2, global error
+   ~1e-7 at rtol 1e-10) is too rough for a 1e-4 relative step. */
+static double ark_fd(dsk_solver *s, const double *p, int np, int k, const double *times, int nt,
+                     const double *g, int nout, double rel) {
+  double pp[8], y[64], lp = 0, lm = 0, h = rel * p[k];
+  dsk_status st;
+  for (int i = 0; i < np; i++) pp[i] = p[i];
+  pp[k] = p[k] + h;
+  CHECK(dsk_solver_solve_dense(s, pp, times, nt, y, &st) == DSK_OK);
+  for (int i = 0; i < nout * nt; i++) lp += g[i] * y[i];
+  pp[k] = p[k] - h;
+  CHECK(dsk_solver_solve_dense(s, pp, times, nt, y, &st) == DSK_OK);
+  for (int i = 0; i < nout * nt; i++) lm += g[i] * y[i];
+  return (lp - lm) / (2 * h);
+}
+
+static void test_arkode_methods(void) {
+  static const int methods[4] = {DSK_TSIT45, DSK_DOPRI5, DSK_TR_BDF2, DSK_ESDIRK34};
+  dsk_model *dec = compile("in_i { k = 0.7, a0 = 2.0 }\nu { a0 }\nF { -k * u }\n");
+  dsk_model *lv = compile("in_i { a = 1.5, b = 1.0, c = 3.0, d = 1.0 }\n"
+                          "u_i { x = 1.0, y = 1.0 }\n"
+                          "F_i { a * x - b * x * y, -c * y + d * x * y }\n"
+                          "out_i { x * y, x + 2 * y }\n");
+  dsk_model *rob = compile("in_i { k1 = 0.04, k2 = 10000, k3 = 30000000 }\n"
+                           "u_i { a = 1, b = 0, c = 0 }\n"
+                           "F_i { -k1 * a + k2 * b * c, k1 * a - k2 * b * c - k3 * b * b,"
+                           " k3 * b * b }\n"
+                           "out_i { a + 2 * c, 1e4 * b }\n");
+  for (int q = 0; q < 4 && dec; q++) {
+    dsk_solver *s = solver(dec, methods[q], 1e-10, 1e-12);
+    const double p[2] = {0.7, 2.0}, times[5] = {0.0, 0.5, 1.0, 4.0, 8.0};
+    const double g[5] = {0.3, -1.0, 0.0, 2.0, 0.5};
+    double grad[2], want_k = 0, want_a = 0, y[5];
+    dsk_status st;
+    if (!s) continue;
+    for (int j = 0; j < 5; j++) {
+      double e = exp(-p[0] * times[j]);
+      want_k += g[j] * (-times[j] * p[1] * e);
+      want_a += g[j] * e;
+    }
+    CHECK_MSG(dsk_solver_reverse(s, p, times, 5, g, grad, &st) == DSK_OK, "%s", st.msg);
+    CHECK_MSG(fabs(grad[0] - want_k) <= 1e-6 * fabs(want_k), "method %d: %.12g vs %.12g", q,
+              grad[0], want_k);
+    CHECK_MSG(fabs(grad[1] - want_a) <= 1e-6 * fabs(want_a), "method %d: %.12g vs %.12g", q,
+              grad[1], want_a);
+    /* one forward pass, two backward passes */
+    CHECK(dsk_solver_forward_checkpointed(s, p, times, 5, y, &st) == DSK_OK);
+    CHECK_CLOSE(y[3], 2.0 * exp(-2.8), 1e-6);
+    {
+      const double g2[5] = {0, 0, 1.0, 0, 0};
+      CHECK(dsk_solver_backward(s, g2, grad, &st) == DSK_OK);
+      CHECK_CLOSE(grad[0], -2.0 * exp(-0.7), 1e-7);
+      CHECK_CLOSE(grad[1], exp(-0.7), 1e-7);
+      CHECK(dsk_solver_backward(s, g, grad, &st) == DSK_OK);
+      CHECK_CLOSE(grad[0], want_k, 1e-6);
+    }
+    CHECK(dsk_solver_solve_dense(s, p, times, 5, y, &st) == DSK_OK);
+    CHECK(dsk_solver_backward(s, g, grad, &st) == DSK_E_ARG);
+    CHECK_CONTAINS(st.msg, "forward pass again");
+    dsk_solver_free(s);
+  }
+  if (lv) {
+    dsk_solver *ref = solver(lv, DSK_BDF, 1e-12, 1e-14);
+    const double p[4] = {1.5, 1.0, 3.0, 1.0}, times[4] = {1.0, 2.5, 4.0, 6.0};
+    const double g[8] = {0.5, -1.0, 0.0, 1.0, /* x y */ 1.0, 0.0, -2.0, 0.5 /* x + 2 y */};
+    double fd[4];
+    for (int k = 0; k < 4 && ref; k++) fd[k] = ark_fd(ref, p, 4, k, times, 4, g, 2, 1e-4);
+    for (int q = 0; q < 4 && ref; q++) {
+      dsk_solver *s = solver(lv, methods[q], 1e-10, 1e-12);
+      double grad[4], y[8], sens[32];
+      dsk_status st;
+      if (!s) continue;
+      CHECK_MSG(dsk_solver_reverse(s, p, times, 4, g, grad, &st) == DSK_OK, "%s", st.msg);
+      CHECK_MSG(dsk_solver_forward(s, p, times, 4, y, sens, &st) == DSK_OK, "%s", st.msg);
+      for (int k = 0; k < 4; k++) {
+        double fw = 0;
+        for (int i = 0; i < 8; i++) fw += g[i] * sens[k * 8 + i];
+        CHECK_MSG(fabs(grad[k] - fd[k]) <= 1e-4 * fabs(fd[k]),
+                  "method %d dL/dp%d: %.10g vs FD %.10g", q, k, grad[k], fd[k]);
+        CHECK_MSG(fabs(grad[k] - fw) <= 1e-4 * fabs(fw),
+                  "method %d dL/dp%d: %.10g vs forward mode %.10g", q, k, grad[k], fw);
+      }
+      dsk_solver_free(s);
+    }
+    if (ref) dsk_solver_free(ref);
+  }
+  if (rob) {
+    dsk_solver *ref = solver(rob, DSK_BDF, 1e-10, 1e-14);
+    const double p[3] = {0.04, 1e4, 3e7}, times[4] = {0.1, 1.0, 10.0, 40.0};
+    const double g[8] = {0.5, -1.0, 0.25, 1.0, 1.0, 0.0, -2.0, 0.5};
+    double fd[3], scale = 0;
+    for (int k = 0; k < 3 && ref; k++) {
+      fd[k] = ark_fd(ref, p, 3, k, times, 4, g, 2, 1e-5);
+      if (fabs(fd[k] * p[k]) > scale) scale = fabs(fd[k] * p[k]);
+    }
+    if (ref) dsk_solver_free(ref);
+    for (int q = 2; q < 4 && scale > 0; q++) {
+      dsk_solver *s = solver(rob, methods[q], 1e-10, 1e-14);
+      double grad[3];
+      dsk_status st;
+      if (!s) continue;
+      CHECK_MSG(dsk_solver_reverse(s, p, times, 4, g, grad, &st) == DSK_OK, "%s", st.msg);
+      for (int k = 0; k < 3; k++)
+        CHECK_MSG(fabs(grad[k] - fd[k]) * p[k] <= 1e-4 * scale,
+                  "method %d dL/dp%d: %.10g vs FD %.10g", q, k, grad[k], fd[k]);
+      dsk_solver_free(s);
+    }
+  }
+  {
+    /* refused: a mass matrix, events */
+    dsk_model *mm = compile("in_i { m = 2, k = 0.5 }\nu { x = 1 }\ndudt { dxdt = 0 }\n"
+                            "M { m * dxdt }\nF { -k * x }\n");
+    dsk_model *ev = compile("in_i { r = 1 }\nu { 1 }\nF { -r * u }\nstop { u - 0.5 }\n");
+    const double p[2] = {2.0, 0.5}, t[2] = {0, 1}, g[2] = {1, 1};
+    double grad[2];
+    dsk_status st;
+    dsk_solver *s = mm ? solver(mm, DSK_TSIT45, 1e-6, 1e-8) : NULL;
+    if (s) {
+      CHECK(dsk_solver_reverse(s, p, t, 2, g, grad, &st) == DSK_E_ARG);
+      CHECK_CONTAINS(st.msg, "mass matrix");
+      dsk_solver_free(s);
+    }
+    s = ev ? solver(ev, DSK_ESDIRK34, 1e-6, 1e-8) : NULL;
+    if (s) {
+      CHECK(dsk_solver_reverse(s, p, t, 2, g, grad, &st) == DSK_E_ARG);
+      CHECK_CONTAINS(st.msg, "events");
+      dsk_solver_free(s);
+    }
+    if (mm) dsk_model_free(mm);
+    if (ev) dsk_model_free(ev);
+  }
+  if (dec) dsk_model_free(dec);
+  if (lv) dsk_model_free(lv);
+  if (rob) dsk_model_free(rob);
+}
+
+
+/* IDAS: an index-1 DAE whose firing times depend on the parameters; the stop
+   function on the algebraic state.  Against forward mode and central
+   differences. */
+static void test_dae_threshold(void) {
+  dsk_model *m = compile("in_i { cur = 2.0, tau = 1.5, vth = 2.0, c = 2.0 }\n"
+                         "u_i { x = 0.0, y = 0.0 }\n"
+                         "dudt_i { dxdt = 0, dydt = 0 }\n"
+                         "M_i { dxdt, 0 }\n"
+                         "F_i { (cur - x) / tau, c * x - y }\n"
+                         "stop_i { y - vth }\n"
+                         "reset_i { 0.0, 0.0 }\n"
+                         "out_i { x, y * y }\n");
+  if (!m) return;
+  dsk_solver *s = solver(m, DSK_BDF, 1e-10, 1e-10);
+  if (s) {
+    const double p[4] = {2.0, 1.5, 2.0, 2.0}, times[5] = {0.0, 0.5, 1.2, 2.5, 4.0};
+    const double g[10] = {0.3, -1.0, 0.5, 2.0, 1.0, /* x */ 0.1, 0.2, -0.4, 0.3, 0.5 /* y^2 */};
+    double grad[4], y[10], sens[40];
+    dsk_status st;
+    CHECK_MSG(dsk_solver_reverse(s, p, times, 5, g, grad, &st) == DSK_OK, "%s", st.msg);
+    CHECK_MSG(dsk_solver_forward(s, p, times, 5, y, sens, &st) == DSK_OK, "%s", st.msg);
+    for (int k = 0; k < 4; k++) {
+      double pp[4] = {p[0], p[1], p[2], p[3]}, lp = 0, lm = 0, h = 1e-4 * p[k], fw = 0, fd;
+      pp[k] = p[k] + h;
+      CHECK(dsk_solver_solve_dense(s, pp, times, 5, y, &st) == DSK_OK);
+      for (int q = 0; q < 10; q++) lp += g[q] * y[q];
+      pp[k] = p[k] - h;
+      CHECK(dsk_solver_solve_dense(s, pp, times, 5, y, &st) == DSK_OK);
+      for (int q = 0; q < 10; q++) lm += g[q] * y[q];
+      fd = (lp - lm) / (2 * h);
+      for (int q = 0; q < 10; q++) fw += g[q] * sens[k * 10 + q];
+      CHECK_MSG(fabs(grad[k] - fd) <= 1e-4 * fabs(fd) + 1e-6, "dae dL/dp%d: %.10g vs FD %.10g",
+                k, grad[k], fd);
+      CHECK_MSG(fabs(grad[k] - fw) <= 1e-6 * fabs(fw) + 1e-9, "dae dL/dp%d: %.10g vs fwd %.10g",
+                k, grad[k], fw);
+    }
+    dsk_solver_free(s);
+  }
+  dsk_model_free(m);
+}
+
 void suite_adjoint(void) {
   char cmd[128];
   strcpy(cache_dir, "/tmp/dsk_adjoint_XXXXXX");
@@ -365,10 +647,14 @@ void suite_adjoint(void) {
   test_robertson_fd();
   test_linear_solvers();
   test_refusals();
+  test_dosing_closed_form();
+  test_ball();
+  test_dae_threshold();
   test_dae_mass_param_closed_form();
   test_robertson_dae_fd();
   test_dae_regular_mass();
   test_dae_refuses_time_dependent_mass();
+  test_arkode_methods();
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", cache_dir);
   if (system(cmd) != 0) printf("could not remove %s\n", cache_dir);
 }

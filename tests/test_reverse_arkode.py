@@ -1,0 +1,131 @@
+"""Reverse mode of the ARKODE methods (tsit45, dopri5, tr_bdf2, esdirk34): the adjoint
+integrated backward with the same method over the forward trajectory recomputed from
+checkpoints (_ckernel/sens_adjoint_arkode.c). References are independent of the
+reverse mode: closed forms, forward sensitivities (forward_mode, the augmented system),
+central differences of solve_dense, and SciPy-integrated sensitivities."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.integrate import solve_ivp
+
+import diffsol_pytorch as dsp
+from conftest import model_source
+
+pytestmark = pytest.mark.gradient
+
+ARKODE = ["tsit45", "dopri5", "tr_bdf2", "esdirk34"]
+# TR-BDF2 is of order 2: its global error at rtol 1e-10 is ~1e-7 relative, so its
+# gradients (forward or reverse) agree with the exact ones to ~1e-5 only.
+RTOL = {"tsit45": 1e-6, "dopri5": 1e-6, "tr_bdf2": 3e-5, "esdirk34": 1e-6}
+
+
+def central_fd(m, params, times, g, rel=1e-4):
+    params = np.asarray(params, dtype=np.float64)
+    out = np.zeros_like(params)
+    for k in range(params.size):
+        h = rel * max(abs(params[k]), 1e-3)
+        pp, pm = params.copy(), params.copy()
+        pp[k] += h
+        pm[k] -= h
+        lp = float((m.solve_dense(pp, times).numpy() * g).sum())
+        lm = float((m.solve_dense(pm, times).numpy() * g).sum())
+        out[k] = (lp - lm) / (2 * h)
+    return out
+
+
+@pytest.mark.parametrize("method", ARKODE)
+def test_decay_closed_form(method):
+    """u = a0 exp(-k t) up to t = 8 (many checkpoint intervals), an output at t0."""
+    m = dsp.DiffsolModule(model_source("decay"), method=method, rtol=1e-10, atol=1e-12)
+    k, a0 = 0.7, 2.0
+    times = np.array([0.0, 0.5, 1.0, 4.0, 8.0])
+    g = np.array([[0.3, -1.0, 0.0, 2.0, 0.5]])
+    e = np.exp(-k * times)
+    want = [(g[0] * -times * a0 * e).sum(), (g[0] * e).sum()]
+    grad = m.reverse_mode([k, a0], times, g).numpy()
+    np.testing.assert_allclose(grad, want, rtol=RTOL[method])
+
+
+@pytest.mark.parametrize("method", ARKODE)
+def test_lotka_volterra_several_outputs(method):
+    """Two outputs, eleven times: against forward_mode (the augmented system integrated
+    by the same method) and central differences of solve_dense (relative step 1e-4,
+    rtol 1e-10; for tr_bdf2 the differences are of bdf's solution, TR-BDF2's own being
+    too rough for that step)."""
+    m = dsp.DiffsolModule(model_source("lotka_volterra"), method=method, rtol=1e-10,
+                          atol=1e-12)
+    params = np.array([1.1, 0.4, 0.1, 0.4])
+    times = np.linspace(0, 10, 11)
+    g = np.random.default_rng(1).normal(size=(2, 11))
+    grad = m.reverse_mode(params, times, g).numpy()
+    _, sens = m.forward_mode(params, times)
+    fwd = np.einsum("it,pit->p", g, sens.numpy())
+    np.testing.assert_allclose(grad, fwd, rtol=1e-4)
+    ref = m if method != "tr_bdf2" else dsp.DiffsolModule(
+        model_source("lotka_volterra"), method="bdf", rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(grad, central_fd(ref, params, times, g), rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["tr_bdf2", "esdirk34"])
+def test_robertson_matches_scipy_sensitivities(method):
+    """Stiff, implicit tables: against forward sensitivities integrated by SciPy Radau."""
+    m = dsp.DiffsolModule(model_source("robertson_ode"), method=method, rtol=1e-10,
+                          atol=1e-14)
+    k = np.array([0.04, 1e4, 3e7])
+    times = np.array([1e-2, 1.0, 10.0, 40.0])
+    g = np.array([[1.0, 0.0, 0.5, 1.0], [0.0, 1e4, 0.0, 2e4], [0.2, 0.0, 0.0, 1.0]])
+
+    def aug(t, z):
+        a, b, c = z[:3]
+        S = z[3:].reshape(3, 3)
+        f = [-k[0] * a + k[1] * b * c, k[0] * a - k[1] * b * c - k[2] * b * b, k[2] * b * b]
+        J = np.array([[-k[0], k[1] * c, k[1] * b],
+                      [k[0], -k[1] * c - 2 * k[2] * b, -k[1] * b],
+                      [0.0, 2 * k[2] * b, 0.0]])
+        Fp = np.array([[-a, b * c, 0.0], [a, -b * c, -b * b], [0.0, 0.0, b * b]])
+        return np.concatenate([f, (J @ S + Fp).ravel()])
+
+    z0 = np.zeros(12)
+    z0[0] = 1.0
+    ref = solve_ivp(aug, (0, 40), z0, method="Radau", t_eval=times, rtol=1e-12, atol=1e-16)
+    S = ref.y[3:].reshape(3, 3, -1)
+    want = np.einsum("it,ipt->p", g, S)
+    grad = m.reverse_mode(k, times, g).numpy()
+    np.testing.assert_allclose(grad * k, want * k, rtol=1e-4,
+                               atol=1e-4 * np.abs(want * k).max())
+
+
+@pytest.mark.parametrize("method", ["tsit45", "esdirk34"])
+def test_checkpoint_backward_twice_and_autograd(method):
+    m = dsp.DiffsolModule(model_source("decay"), method=method, rtol=1e-10, atol=1e-12)
+    times = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)
+    y, ckpt = m.solve_dense_with_checkpointing(torch.tensor([0.7, 2.0], dtype=torch.float64),
+                                               times)
+    np.testing.assert_allclose(y.numpy()[0], 2.0 * np.exp(-0.7 * times.numpy()), rtol=1e-8)
+    g1 = ckpt.backward([[0.0, 1.0, 0.0]])
+    g2 = ckpt.backward([[0.0, 0.0, 1.0]])
+    np.testing.assert_allclose(g1.numpy(), [-2.0 * np.exp(-0.7), np.exp(-0.7)], rtol=1e-7)
+    np.testing.assert_allclose(g2.numpy(), [-4.0 * np.exp(-1.4), np.exp(-1.4)], rtol=1e-7)
+    m.solve_dense([0.7, 2.0], times)
+    with pytest.raises(ValueError, match="forward pass again"):
+        ckpt.backward([[0.0, 1.0, 0.0]])
+    # torch.autograd through solve_dense
+    p = torch.tensor([0.7, 2.0], dtype=torch.float64, requires_grad=True)
+    (m.solve_dense(p, times)[0, 1:] ** 2).sum().backward()
+    t = times.numpy()[1:]
+    u = 2.0 * np.exp(-0.7 * t)
+    want = [(2 * u * -t * u).sum(), (2 * u * u / 2.0).sum()]
+    np.testing.assert_allclose(p.grad.numpy(), want, rtol=1e-7)
+
+
+def test_refusals_mass_matrix_and_events():
+    mass = dsp.DiffsolModule("in_i { m = 2, k = 0.5 }\nu { x = 1 }\ndudt { dxdt = 0 }\n"
+                             "M { m * dxdt }\nF { -k * x }\n", method="tsit45")
+    with pytest.raises(ValueError, match="reverse mode .* mass matrix"):
+        mass.reverse_mode([2.0, 0.5], [0.0, 1.0], np.ones((1, 2)))
+    d = dsp.DiffsolModule(model_source("dosing"), method="esdirk34")
+    with pytest.raises(ValueError, match="events"):
+        d.reverse_mode(d.default_params, [0.0, 1.0], np.ones((d.nout, 2)))
