@@ -240,21 +240,28 @@ static int jac_b(realtype t, N_Vector y, N_Vector yB, N_Vector fyB, SUNMatrix JB
     for (int k = 0; k < P->nnz; k++) x[a->tpos[s->jmap[k]]] = -s->jvals[k];
     return 0;
   }
-  SUNMatZero(JB);
-  for (int j = 0; j < s->n; j++)
-    for (int k = P->colptr[j]; k < P->colptr[j + 1]; k++)
-      SM_ELEMENT_D(JB, j, P->rowidx[k]) = -s->jvals[k];
+  dsk_adjoint_dense_jt(s, JB);
   return 0;
 }
 
-static int cv_fail(dsk_solver *s, int flag, const char *call, dsk_status *st) {
+int dsk_adjoint_fail(dsk_solver *s, int flag, const char *call, dsk_status *st) {
   if (flag >= 0) return DSK_OK;
   int rc = dsk_solver_fail(s, flag, st);
   size_t len = strlen(st->msg);
   if (len + strlen(call) + 24 < sizeof st->msg)
-    snprintf(st->msg + len, sizeof st->msg - len, " (in %s)", call);
+    snprintf(st->msg + len, sizeof st->msg - len, " (in %s, adjoint)", call);
   return rc;
 }
+
+void dsk_adjoint_dense_jt(const dsk_solver *s, SUNMatrix JB) {
+  const dsk_sparsity *P = dsk_model_jac_pattern(s->model);
+  SUNMatZero(JB);
+  for (int j = 0; j < s->n; j++)
+    for (int k = P->colptr[j]; k < P->colptr[j + 1]; k++)
+      SM_ELEMENT_D(JB, j, P->rowidx[k]) = -s->jvals[k];
+}
+
+#define cv_fail dsk_adjoint_fail
 
 /* Create the backward problem at tB0 with yB (first use) or restart it. */
 static int start_backward(dsk_solver *s, double tB0, dsk_status *st) {

@@ -320,26 +320,15 @@ static int jac_b(realtype t, N_Vector Yv, N_Vector fy, SUNMatrix J, void *data, 
                  N_Vector tmp2, N_Vector tmp3) {
   dsk_solver *s = data;
   struct dsk_adjoint_ark *a = s->adj_ark;
-  const dsk_sparsity *P = dsk_model_jac_pattern(s->model);
   (void)Yv, (void)fy, (void)tmp1, (void)tmp2, (void)tmp3;
   interp(a, t, a->uf);
   int rc = dsk_model_jac_values(s->model, t, a->uf, s->ws, s->dws, s->jwork, s->jvals);
   if (rc) return dsk_solver_model_failed(s, "rhs_jvp (adjoint)", rc, t);
-  SUNMatZero(J);
-  for (int j = 0; j < s->n; j++)
-    for (int k = P->colptr[j]; k < P->colptr[j + 1]; k++)
-      SM_ELEMENT_D(J, j, P->rowidx[k]) = -s->jvals[k];
+  dsk_adjoint_dense_jt(s, J);
   return 0;
 }
 
-static int ark_fail(dsk_solver *s, int flag, const char *call, dsk_status *st) {
-  if (flag >= 0) return DSK_OK;
-  int rc = dsk_solver_fail(s, flag, st);
-  size_t len = strlen(st->msg);
-  if (len + strlen(call) + 24 < sizeof st->msg)
-    snprintf(st->msg + len, sizeof st->msg - len, " (in %s, adjoint)", call);
-  return rc;
-}
+#define ark_fail dsk_adjoint_fail
 
 /* Creates (first use) or re-initialises the backward problem at tB0 from a->Y. */
 static int start_b(dsk_solver *s, double tB0, dsk_status *st) {

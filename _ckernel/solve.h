@@ -153,6 +153,10 @@ void dsk_forward_free(dsk_solver *s);
 /* ---- sens_adjoint.c ------------------------------------------------------------ */
 
 void dsk_adjoint_free(dsk_solver *s);
+/* DSK_OK for flag >= 0, else dsk_solver_fail with " (in CALL, adjoint)" appended. */
+int dsk_adjoint_fail(dsk_solver *s, int flag, const char *call, dsk_status *st);
+/* JB = -(dF/du)^T (dense) from the Jacobian values in s->jvals. */
+void dsk_adjoint_dense_jt(const dsk_solver *s, SUNMatrix JB);
 
 /* ---- sens_adjoint_arkode.c (reverse mode of the ARKODE methods) ------------------ */
 

@@ -10,6 +10,7 @@ import os
 import pathlib
 import tempfile
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -39,3 +40,18 @@ def model_source(name: str) -> str:
 @pytest.fixture
 def models_dir() -> pathlib.Path:
     return MODELS
+
+def central_fd(m, params, times, g, rel=1e-4):
+    """Central differences of sum(g * y); a relative step of 1e-4 keeps the solver's
+    tolerance-level noise (rtol 1e-10) well below the truncation error."""
+    params = np.asarray(params, dtype=np.float64)
+    out = np.zeros_like(params)
+    for k in range(params.size):
+        h = rel * max(abs(params[k]), 1e-3)
+        pp, pm = params.copy(), params.copy()
+        pp[k] += h
+        pm[k] -= h
+        lp = float((m.solve_dense(pp, times).numpy() * g).sum())
+        lm = float((m.solve_dense(pm, times).numpy() * g).sum())
+        out[k] = (lp - lm) / (2 * h)
+    return out

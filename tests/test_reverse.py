@@ -9,25 +9,11 @@ import torch
 from scipy.integrate import solve_ivp
 
 import diffsol_pytorch as dsp
-from conftest import model_source
+from conftest import central_fd, model_source
 
 pytestmark = pytest.mark.gradient
 
 
-def central_fd(m, params, times, g, rel=1e-4):
-    """Central differences of sum(g * y); a relative step of 1e-4 keeps the solver's
-    tolerance-level noise (rtol 1e-10) well below the truncation error."""
-    params = np.asarray(params, dtype=np.float64)
-    out = np.zeros_like(params)
-    for k in range(params.size):
-        h = rel * max(abs(params[k]), 1e-3)
-        pp, pm = params.copy(), params.copy()
-        pp[k] += h
-        pm[k] -= h
-        lp = float((m.solve_dense(pp, times).numpy() * g).sum())
-        lm = float((m.solve_dense(pm, times).numpy() * g).sum())
-        out[k] = (lp - lm) / (2 * h)
-    return out
 
 
 @pytest.mark.parametrize("method", ["bdf", "adams"])

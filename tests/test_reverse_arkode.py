@@ -12,7 +12,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 import diffsol_pytorch as dsp
-from conftest import model_source
+from conftest import central_fd, model_source
 
 pytestmark = pytest.mark.gradient
 
@@ -22,18 +22,6 @@ ARKODE = ["tsit45", "dopri5", "tr_bdf2", "esdirk34"]
 RTOL = {"tsit45": 1e-6, "dopri5": 1e-6, "tr_bdf2": 3e-5, "esdirk34": 1e-6}
 
 
-def central_fd(m, params, times, g, rel=1e-4):
-    params = np.asarray(params, dtype=np.float64)
-    out = np.zeros_like(params)
-    for k in range(params.size):
-        h = rel * max(abs(params[k]), 1e-3)
-        pp, pm = params.copy(), params.copy()
-        pp[k] += h
-        pm[k] -= h
-        lp = float((m.solve_dense(pp, times).numpy() * g).sum())
-        lm = float((m.solve_dense(pm, times).numpy() * g).sum())
-        out[k] = (lp - lm) / (2 * h)
-    return out
 
 
 @pytest.mark.parametrize("method", ARKODE)
