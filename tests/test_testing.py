@@ -64,3 +64,51 @@ def test_arguments_are_checked():
         testing.memory_drift(limit_mb=-1)
     with pytest.raises(TypeError, match="warmup"):
         testing.memory_drift(warmup=3)
+
+
+def test_check_gradients_passes_and_reports():
+    import diffsol_pytorch as dsp
+    from conftest import model_source
+    from diffsol_pytorch import testing
+
+    m = dsp.DiffsolModule(model_source("logistic"), rtol=1e-11, atol=1e-13)
+    report = testing.check_gradients(m, [1.5, 20.0], [0.0, 1.0, 2.0, 4.0])
+    assert set(report.modes) == {"reverse", "forward"}
+    assert report.names == ("r", "cap") and max(report.rel_errors["reverse"]) < 1e-4
+    # a loss returning a scalar tensor: autograd gives dloss/dy
+    r2 = testing.check_gradients(m, [1.5, 20.0], [0.0, 2.0], lambda y: (y**2).sum(),
+                                 modes=("reverse",))
+    assert "reverse" in r2.table()
+
+
+def test_check_gradients_catches_a_broken_gradient(monkeypatch):
+    import numpy as np
+
+    import diffsol_pytorch as dsp
+    from conftest import model_source
+    from diffsol_pytorch import testing
+
+    m = dsp.DiffsolModule(model_source("logistic"), rtol=1e-11, atol=1e-13)
+    real = m._solver.reverse
+
+    def broken(p, t, g):  # a deliberately wrong adjoint: 1% off in the first parameter
+        out = np.array(real(p, t, g))
+        out[0] *= 1.01
+        return out
+
+    monkeypatch.setattr(m, "_solver", _Proxy(m._solver, reverse=broken))
+    with pytest.raises(testing.GradientCheckError) as info:
+        testing.check_gradients(m, [1.5, 20.0], [0.0, 1.0, 2.0], modes=("reverse", "forward"))
+    msg = str(info.value)
+    assert "reverse" in msg.splitlines()[0] and "forward" not in msg.splitlines()[0]
+    assert "parameter" in msg and "r" in msg and "cap" in msg
+
+
+class _Proxy:
+    """The module's solver with one method replaced."""
+
+    def __init__(self, inner, **overrides):
+        self._inner, self._overrides = inner, overrides
+
+    def __getattr__(self, name):
+        return self._overrides.get(name) or getattr(self._inner, name)
