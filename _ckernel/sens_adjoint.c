@@ -603,7 +603,7 @@ static int idas_check_mass(dsk_solver *s, double t, dsk_status *st) {
 int dsk_solver_forward_checkpointed(dsk_solver *s, const double *p, const double *times, int nt,
                                     double *y, dsk_status *st) {
   struct dsk_adjoint *a;
-  int n, nout, rc, dae;
+  int n, rc, dae;
   dsk_status_clear(st);
   if (!s) return dsk_status_set(st, DSK_E_ARG, "solver is NULL");
   if (s->be == &dsk_backend_arkode) return dsk_arkode_forward_checkpointed(s, p, times, nt, y, st);
@@ -614,7 +614,6 @@ int dsk_solver_forward_checkpointed(dsk_solver *s, const double *p, const double
   if (rc != DSK_OK) return rc;
   a = s->adj;
   n = s->n;
-  nout = s->tab->nout;
   dae = s->be == &dsk_backend_idas;
   if (nt > a->cap) {
     double *tt = realloc(a->times, (size_t)nt * sizeof *tt);
@@ -659,16 +658,7 @@ int dsk_solver_forward_checkpointed(dsk_solver *s, const double *p, const double
     memcpy(a->us + (size_t)j * (size_t)n, u, (size_t)n * sizeof *u);
     if (dae) memcpy(a->yps + (size_t)j * (size_t)n, NV_DATA_S(s->yp), (size_t)n * sizeof *u);
     a->times[j] = times[j];
-    if (y) {
-      int frc = s->tab->eval[DSK_FN_OUT](times[j], u, s->ws, s->yout);
-      if (frc) {
-        rc = dsk_status_set(st, DSK_E_MODELFN, "model function out returned %d at t = %g", frc,
-                            times[j]);
-        st->t = times[j];
-        break;
-      }
-      for (int i = 0; i < nout; i++) y[(size_t)i * (size_t)nt + (size_t)j] = s->yout[i];
-    }
+    if (y && (rc = dsk_solver_store_output(s, times[j], y, nt, j, st)) != DSK_OK) break;
   }
   dsk_solver_collect_stats(s);
   if (rc != DSK_OK) return rc;
@@ -974,16 +964,7 @@ static int ev_store(dsk_solver *s, const double *times, int nt, int j, double *y
     memcpy(a->yps + (size_t)j * (size_t)s->n, NV_DATA_S(s->yp), (size_t)s->n * sizeof *u);
   a->times[j] = times[j];
   a->ev->seg_of[j] = a->ev->nseg - 1;
-  if (y) {
-    int frc = s->tab->eval[DSK_FN_OUT](times[j], u, s->ws, s->yout);
-    if (frc) {
-      st->t = times[j];
-      return dsk_status_set(st, DSK_E_MODELFN, "model function out returned %d at t = %g", frc,
-                            times[j]);
-    }
-    for (int i = 0; i < s->tab->nout; i++) y[(size_t)i * (size_t)nt + (size_t)j] = s->yout[i];
-  }
-  return DSK_OK;
+  return y ? dsk_solver_store_output(s, times[j], y, nt, j, st) : DSK_OK;
 }
 
 static int forward_events(dsk_solver *s, const double *p, const double *times, int nt,

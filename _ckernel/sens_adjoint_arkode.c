@@ -45,7 +45,6 @@
 
 #define DSK_ARK_CK_STEPS 20 /* internal forward steps between checkpoints */
 
-ARKodeButcherTable dsk_tsit5_table(void); /* solve_arkode.c */
 
 struct dsk_adjoint_ark {
   long generation; /* solver generation of the recorded forward pass, -1: none */
@@ -153,7 +152,7 @@ static int push_ck(struct dsk_adjoint_ark *a, double t, const double *u, int j, 
 int dsk_arkode_forward_checkpointed(dsk_solver *s, const double *p, const double *times, int nt,
                                     double *y, dsk_status *st) {
   struct dsk_adjoint_ark *a;
-  int nout, rc;
+  int rc;
   long steps = 0;
   dsk_status_clear(st);
   rc = dsk_solver_check_times(s, times, nt, st);
@@ -162,7 +161,6 @@ int dsk_arkode_forward_checkpointed(dsk_solver *s, const double *p, const double
   if (rc == DSK_OK) rc = ark_state(s, st);
   if (rc != DSK_OK) return rc;
   a = s->adj_ark;
-  nout = s->tab->nout;
   a->generation = -1;
   a->nck = 0;
   rc = dsk_solver_begin(s, p, times[nt - 1], st);
@@ -189,16 +187,8 @@ int dsk_arkode_forward_checkpointed(dsk_solver *s, const double *p, const double
     }
     if (rc != DSK_OK) break;
     rc = push_ck(a, times[j], u, j, st);
-    if (rc == DSK_OK && y) {
-      int frc = s->tab->eval[DSK_FN_OUT](times[j], u, s->ws, s->yout);
-      if (frc) {
-        rc = dsk_status_set(st, DSK_E_MODELFN, "model function out returned %d at t = %g", frc,
-                            times[j]);
-        st->t = times[j];
-        break;
-      }
-      for (int i = 0; i < nout; i++) y[(size_t)i * (size_t)nt + (size_t)j] = s->yout[i];
-    }
+    if (rc == DSK_OK && y) rc = dsk_solver_store_output(s, times[j], y, nt, j, st);
+    if (rc != DSK_OK) break;
   }
   dsk_solver_collect_stats(s);
   if (rc != DSK_OK) return rc;
@@ -344,24 +334,7 @@ static int start_b(dsk_solver *s, double tB0, dsk_status *st) {
     if (flag == ARK_SUCCESS) call = "ARKStepSetUserData", flag = ARKStepSetUserData(a->bmem, s);
     if (flag == ARK_SUCCESS) {
       call = "ARKStepSetTables";
-      switch (s->opt.method) {
-      case DSK_TSIT45: {
-        ARKodeButcherTable B = dsk_tsit5_table();
-        if (!B) return dsk_status_set(st, DSK_E_NOMEM, "ARKodeButcherTable_Create failed");
-        flag = ARKStepSetTables(a->bmem, 5, 4, NULL, B);
-        ARKodeButcherTable_Free(B);
-        break;
-      }
-      case DSK_DOPRI5:
-        flag = ARKStepSetTableNum(a->bmem, ARKODE_DIRK_NONE, ARKODE_DORMAND_PRINCE_7_4_5);
-        break;
-      case DSK_TR_BDF2:
-        flag = ARKStepSetTableNum(a->bmem, ARKODE_TRBDF2_3_3_2, ARKODE_ERK_NONE);
-        break;
-      default:
-        flag = ARKStepSetTableNum(a->bmem, ARKODE_ESDIRK324L2SA_4_2_3, ARKODE_ERK_NONE);
-        break;
-      }
+      flag = dsk_arkode_set_tables(a->bmem, s->opt.method);
     }
     if (flag == ARK_SUCCESS && s->implicit) {
       sunindextype N = (sunindextype)(a->n + a->np);

@@ -70,7 +70,6 @@
 
 #include "solve.h"
 
-ARKodeButcherTable dsk_tsit5_table(void); /* solve_arkode.c */
 
 enum { FWD_CV = 1, FWD_IDA = 2, FWD_ARK = 3 };
 
@@ -479,24 +478,7 @@ static int ark_aug_create(dsk_solver *s, dsk_forward *f, dsk_status *st) {
   if (flag == ARK_SUCCESS) call = "ARKStepSetUserData", flag = ARKStepSetUserData(f->amem, s);
   if (flag == ARK_SUCCESS) {
     call = "ARKStepSetTables";
-    switch (s->opt.method) {
-    case DSK_TSIT45: {
-      ARKodeButcherTable B = dsk_tsit5_table();
-      if (!B) return dsk_status_set(st, DSK_E_NOMEM, "ARKodeButcherTable_Create failed");
-      flag = ARKStepSetTables(f->amem, 5, 4, NULL, B);
-      ARKodeButcherTable_Free(B);
-      break;
-    }
-    case DSK_DOPRI5:
-      flag = ARKStepSetTableNum(f->amem, ARKODE_DIRK_NONE, ARKODE_DORMAND_PRINCE_7_4_5);
-      break;
-    case DSK_TR_BDF2:
-      flag = ARKStepSetTableNum(f->amem, ARKODE_TRBDF2_3_3_2, ARKODE_ERK_NONE);
-      break;
-    default:
-      flag = ARKStepSetTableNum(f->amem, ARKODE_ESDIRK324L2SA_4_2_3, ARKODE_ERK_NONE);
-      break;
-    }
+    flag = dsk_arkode_set_tables(f->amem, s->opt.method);
   }
   if (flag == ARK_SUCCESS && s->implicit) {
     int rc = aug_pair(s, f, &f->A, &f->LS, st);

@@ -670,3 +670,7 @@ int dsk_solver_check_params(dsk_solver *s, const double *p, dsk_status *st) {
 void dsk_solver_collect_stats(dsk_solver *s) { collect_stats(s); }
 
 long dsk_solver_generation(const dsk_solver *s) { return s ? s->generation : -1; }
+
+int dsk_solver_store_output(dsk_solver *s, double t, double *y, int nt, int j, dsk_status *st) {
+  return store_output(s, t, y, nt, j, st);
+}

@@ -56,6 +56,10 @@ extern const dsk_backend dsk_backend_cvodes;
 extern const dsk_backend dsk_backend_idas;
 extern const dsk_backend dsk_backend_arkode;
 
+/* solve_arkode.c: the Butcher tables of `method` on ARKStep memory `mem`;
+   returns the ARKODE flag. */
+int dsk_arkode_set_tables(void *mem, int method);
+
 struct dsk_solver {
   const dsk_model *model;
   const dsk_gen_table *tab;
@@ -135,6 +139,8 @@ int dsk_solver_eval_stop(dsk_solver *s, double t, const double *y, double *g);
 /* solve.c: start a solve (parameters, N = 0, initial state, restart at t0
    towards tend); counts a new generation. */
 int dsk_solver_begin(dsk_solver *s, const double *p, double tend, dsk_status *st);
+/* solve.c: out(t, state in s->y) into column j of the row-major nout x nt y. */
+int dsk_solver_store_output(dsk_solver *s, double t, double *y, int nt, int j, dsk_status *st);
 /* solve.c: the statistics of the current solve into s->stats. */
 void dsk_solver_collect_stats(dsk_solver *s);
 /* solve.c: checks of times and parameters shared by every solve. */

@@ -87,6 +87,25 @@ static int ark_root(realtype t, N_Vector y, realtype *g, void *data) {
   return dsk_solver_eval_stop(data, t, NV_DATA_S(y), g);
 }
 
+/* The Butcher tables of an ARKODE method on ARKStep memory `mem` (the
+   forward problem, the augmented sensitivity system and the adjoint all use
+   the same); returns the ARKODE flag (ARK_MEM_FAIL when our table could not be
+   built). */
+int dsk_arkode_set_tables(void *mem, int method) {
+  switch (method) {
+    case DSK_TSIT45: {
+      ARKodeButcherTable B = dsk_tsit5_table();
+      if (!B) return ARK_MEM_FAIL;
+      int flag = ARKStepSetTables(mem, 5, 4, NULL, B); /* copies B */
+      ARKodeButcherTable_Free(B);
+      return flag;
+    }
+    case DSK_DOPRI5: return ARKStepSetTableNum(mem, ARKODE_DIRK_NONE, ARKODE_DORMAND_PRINCE_7_4_5);
+    case DSK_TR_BDF2: return ARKStepSetTableNum(mem, ARKODE_TRBDF2_3_3_2, ARKODE_ERK_NONE);
+    default: return ARKStepSetTableNum(mem, ARKODE_ESDIRK324L2SA_4_2_3, ARKODE_ERK_NONE);
+  }
+}
+
 static int ark_create(dsk_solver *s, dsk_status *st) {
   int rc = DSK_OK;
   if (s->implicit || s->has_mass) rc = dsk_lin_create(s, s->has_mass, st);
@@ -99,24 +118,7 @@ static int ark_create(dsk_solver *s, dsk_status *st) {
   if (flag == ARK_SUCCESS) call = "ARKStepSetUserData", flag = ARKStepSetUserData(s->mem, s);
   if (flag == ARK_SUCCESS) {
     call = "ARKStepSetTables";
-    switch (s->opt.method) {
-    case DSK_TSIT45: {
-      ARKodeButcherTable B = dsk_tsit5_table();
-      if (!B) return dsk_status_set(st, DSK_E_NOMEM, "ARKodeButcherTable_Create failed");
-      flag = ARKStepSetTables(s->mem, 5, 4, NULL, B); /* copies B */
-      ARKodeButcherTable_Free(B);
-      break;
-    }
-    case DSK_DOPRI5:
-      flag = ARKStepSetTableNum(s->mem, ARKODE_DIRK_NONE, ARKODE_DORMAND_PRINCE_7_4_5);
-      break;
-    case DSK_TR_BDF2:
-      flag = ARKStepSetTableNum(s->mem, ARKODE_TRBDF2_3_3_2, ARKODE_ERK_NONE);
-      break;
-    default:
-      flag = ARKStepSetTableNum(s->mem, ARKODE_ESDIRK324L2SA_4_2_3, ARKODE_ERK_NONE);
-      break;
-    }
+    flag = dsk_arkode_set_tables(s->mem, s->opt.method);
   }
   if (flag == ARK_SUCCESS && s->implicit) {
     call = "ARKStepSetLinearSolver";
