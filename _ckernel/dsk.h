@@ -258,6 +258,46 @@ long dsk_solver_generation(const dsk_solver *s);
 int dsk_solver_reverse(dsk_solver *s, const double *p, const double *times, int nt,
                        const double *g, double *grad, dsk_status *st);
 
+/* ---- batches (batch.c) ---------------------------------------------------------
+   Many parameter sets of one model, solved on threads: a dsk_batch keeps
+   worker solvers (each with its own SUNContext, created on first use and
+   reused by later calls); a call with nthreads threads runs on the calling
+   thread plus nthreads - 1 threads spawned for the call, at most one per row.
+   Rows are independent: row r's result is bit-identical to the same call of
+   dsk_solver_solve_dense / _forward / _reverse with p + r * nparams on a
+   solver with the same options, whatever the thread count.  Arrays are
+   row-major with the row first: p (nrows x nparams), y (nrows x nout x nt),
+   sens (nrows x nparams x nout x nt), g (nrows x nout x nt), grad
+   (nrows x nparams).  row_status (nrows, may be NULL) gets each row's
+   dsk_code, or -1 for a row not run: after a failure no new row starts, and
+   the call returns the error of the lowest failing row with "row R: " in
+   front of its message.  stop_t / stop_index (nrows, may be NULL) get the
+   stop root that ended each row (dsk_solver_last_stop), index -1 when none.
+   nrows = 0 does nothing.  Calls on one batch from several threads are
+   serialised by the batch's mutex. */
+#define DSK_BATCH_MAX_THREADS 1024
+
+typedef struct dsk_batch dsk_batch;
+
+/* Copies the options (and atol_vec); creates the first worker, so an
+   option the model cannot take fails here as in dsk_solver_create.  The
+   model must outlive the batch. */
+int dsk_batch_create(const dsk_model *m, const dsk_solver_options *o, dsk_batch **out,
+                     dsk_status *st);
+int dsk_batch_solve_dense(dsk_batch *b, int nthreads, int nrows, const double *p,
+                          const double *times, int nt, double *y, int *row_status,
+                          double *stop_t, int *stop_index, dsk_status *st);
+int dsk_batch_forward(dsk_batch *b, int nthreads, int nrows, const double *p,
+                      const double *times, int nt, double *y, double *sens, int *row_status,
+                      double *stop_t, int *stop_index, dsk_status *st);
+/* dsk_solver_reverse per row, each with its own g (row r: g + r * nout * nt). */
+int dsk_batch_reverse(dsk_batch *b, int nthreads, int nrows, const double *p,
+                      const double *times, int nt, const double *g, double *grad,
+                      int *row_status, dsk_status *st);
+/* Number of worker solvers created so far. */
+int dsk_batch_workers(dsk_batch *b);
+void dsk_batch_free(dsk_batch *b);
+
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,6 @@
 /* main.c - runs every C test suite of the kernel; prints "N passed, N failed". */
 #include <stdio.h>
+#include <string.h>
 #include "runner.h"
 
 int dsk_test_passed = 0, dsk_test_failed = 0;
@@ -14,6 +15,7 @@ void suite_linsol(void);
 void suite_corpus(void);
 void suite_adjoint(void);
 void suite_forward(void);
+void suite_batch(void);
 
 static const struct {
   const char *name;
@@ -24,10 +26,20 @@ static const struct {
     {"corpus", suite_corpus},
     {"adjoint", suite_adjoint},
     {"forward", suite_forward},
+    {"batch", suite_batch},
 };
 
-int main(void) {
+/* dsk_tests [SUITE...]: every suite, or only the ones named */
+static int selected(const char *name, int argc, char **argv) {
+  if (argc < 2) return 1;
+  for (int i = 1; i < argc; i++)
+    if (strcmp(argv[i], name) == 0) return 1;
+  return 0;
+}
+
+int main(int argc, char **argv) {
   for (size_t i = 0; i < sizeof suites / sizeof suites[0]; i++) {
+    if (!selected(suites[i].name, argc, argv)) continue;
     int f0 = dsk_test_failed;
     suites[i].run();
     printf("suite %-8s %s\n", suites[i].name, dsk_test_failed == f0 ? "ok" : "FAILED");
