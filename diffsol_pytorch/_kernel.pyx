@@ -139,6 +139,26 @@ cdef extern from "dsk.h" nogil:
     const char *dsk_solver_linsol_name(const dsk_solver *s)
     void dsk_solver_free(dsk_solver *s)
 
+    # batches
+    int DSK_BATCH_MAX_THREADS
+
+    ctypedef struct dsk_batch:
+        pass
+
+    int dsk_batch_create(const dsk_model *m, const dsk_solver_options *o, dsk_batch **out,
+                         dsk_status *st)
+    int dsk_batch_solve_dense(dsk_batch *b, int nthreads, int nrows, const double *p,
+                              const double *times, int nt, double *y, int *row_status,
+                              double *stop_t, int *stop_index, dsk_status *st)
+    int dsk_batch_forward(dsk_batch *b, int nthreads, int nrows, const double *p,
+                          const double *times, int nt, double *y, double *sens,
+                          int *row_status, double *stop_t, int *stop_index, dsk_status *st)
+    int dsk_batch_reverse(dsk_batch *b, int nthreads, int nrows, const double *p,
+                          const double *times, int nt, const double *g, double *grad,
+                          int *row_status, dsk_status *st)
+    int dsk_batch_workers(dsk_batch *b)
+    void dsk_batch_free(dsk_batch *b)
+
 
 #: method name -> dsk_method
 METHODS = {
@@ -497,11 +517,13 @@ cdef class Solver:
         return y
 
     def forward_checkpointed(self, const double[::1] p not None,
-                             const double[::1] times not None):
-        """forward_checkpointed(p, times) -> numpy.ndarray (nout, len(times))
+                             const double[::1] times not None, bint with_generation=False):
+        """forward_checkpointed(p, times, with_generation=False) -> numpy.ndarray (nout, len(times))
 
         The forward pass of reverse mode: outputs as solve_dense, and the
         checkpoints that backward() goes back over (until the next solve).
+        with_generation: return (y, generation), the generation of this pass
+        read under the solver's lock (no other solve can come in between).
         """
         self._ready()
         cdef int nparams = self.model.nparams
@@ -525,7 +547,8 @@ cdef class Solver:
             if rc != DSK_OK:
                 dsk_solver_stats(self.ptr, &stats)
                 check(rc, &st, _stats_dict(&stats))
-        return y
+            generation = dsk_solver_generation(self.ptr)
+        return (y, generation) if with_generation else y
 
     def generation(self):
         """generation() -> int: changes with every solve this solver starts."""
@@ -705,4 +728,209 @@ cdef class Solver:
     def __dealloc__(self):
         if self.ptr != NULL:
             dsk_solver_free(self.ptr)
+            self.ptr = NULL
+
+
+#: the largest thread count a Batch call accepts
+BATCH_MAX_THREADS = DSK_BATCH_MAX_THREADS
+
+
+cdef object _batch_stops(const int[::1] index, const double[::1] t):
+    """Per-row stop roots as a list of None or (t, index)."""
+    return [None if index[i] < 0 else (t[i], index[i]) for i in range(index.shape[0])]
+
+
+cdef int _batch_check(int rc, const dsk_status *st, const int[::1] status) except -1:
+    """check() for a batch call; the exception gets a ``row`` attribute: the
+    lowest failing row."""
+    if rc == DSK_OK:
+        return 0
+    cdef Py_ssize_t i
+    row = None
+    for i in range(status.shape[0]):
+        if status[i] > 0:
+            row = int(i)
+            break
+    try:
+        check(rc, st, None)
+    except Exception as exc:
+        exc.row = row
+        raise
+    return 0
+
+
+cdef class Batch:
+    """Batch(model, rtol=1e-6, atol=1e-6, t0=0.0, h0=None, max_steps=100000, method="bdf", linear_solver="auto")
+
+    Many parameter sets of one Model solved on threads (_ckernel/batch.c):
+    worker solvers with the given options, created on first use and reused.
+    Each call releases the GIL for the whole batch and takes ``threads``
+    threads (the calling one plus threads - 1 spawned for the call). Row r
+    of every result is bit-identical to the same Solver call on row r.
+    Calls from several Python threads on one Batch are serialised by the
+    batch's own mutex (waiting without the GIL).
+    """
+
+    cdef dsk_batch *ptr
+    cdef readonly Model model
+    cdef object _atol_vec
+
+    def __cinit__(self):
+        self.ptr = NULL
+
+    def __init__(self, Model model not None, double rtol=1e-6, atol=1e-6, double t0=0.0,
+                 h0=None, long max_steps=100000, str method="bdf", str linear_solver="auto"):
+        cdef dsk_solver_options o
+        cdef dsk_status st
+        cdef dsk_batch *b = NULL
+        cdef double[::1] av
+        cdef int rc
+        model._table()
+        if method not in METHODS:
+            raise ValueError("unknown method %r" % method)
+        if linear_solver not in LINEAR_SOLVERS:
+            raise ValueError("unknown linear_solver %r" % linear_solver)
+        dsk_solver_options_default(&o)
+        o.method = METHODS[method]
+        o.linear_solver = LINEAR_SOLVERS[linear_solver]
+        o.rtol = rtol
+        o.t0 = t0
+        o.h0 = 0.0 if h0 is None else float(h0)
+        o.max_steps = max_steps
+        o.atol_vec = NULL
+        if np.ndim(atol) == 0:
+            o.atol = float(atol)
+        else:
+            vec = np.ascontiguousarray(atol, dtype=np.float64)
+            if vec.ndim != 1 or vec.shape[0] != model.nstates:
+                raise ValueError("atol must be a float or have one value per state (%d), got shape %s"
+                                 % (model.nstates, vec.shape))
+            self._atol_vec = vec
+            av = vec
+            o.atol = 0.0
+            if av.shape[0] > 0:
+                o.atol_vec = &av[0]
+        dsk_status_clear(&st)
+        with nogil:
+            rc = dsk_batch_create(model.ptr, &o, &b, &st)
+        check(rc, &st)
+        if self.ptr != NULL:
+            dsk_batch_free(self.ptr)
+        self.ptr = b
+        self.model = model
+
+    cdef int _ready(self, const double[:, ::1] p, const double[::1] times, int threads) except -1:
+        if self.ptr == NULL:
+            raise ValueError("Batch is not initialised")
+        if threads < 1 or threads > DSK_BATCH_MAX_THREADS:
+            raise ValueError("threads must be between 1 and %d, got %d"
+                             % (DSK_BATCH_MAX_THREADS, threads))
+        if p.shape[1] != self.model.nparams:
+            raise ValueError("expected %d parameters per row, got %d"
+                             % (self.model.nparams, p.shape[1]))
+        if times.shape[0] < 1 or times.shape[0] > 2147483647:
+            raise ValueError("need between 1 and 2**31 - 1 output times")
+        if p.shape[0] > 2147483647:
+            raise ValueError("too many rows")
+        return 0
+
+    def workers(self):
+        """Number of worker solvers created so far."""
+        return dsk_batch_workers(self.ptr) if self.ptr != NULL else 0
+
+    def solve_dense(self, const double[:, ::1] p not None, const double[::1] times not None,
+                    int threads=1):
+        """solve_dense(p, times, threads=1) -> (y, stops)
+
+        p (B, nparams) -> y (B, nout, len(times)); stops: list of None or
+        (t, index) per row (Solver.last_stop()).
+        """
+        self._ready(p, times, threads)
+        cdef int nrows = <int>p.shape[0], nt = <int>times.shape[0]
+        cdef int nout = self.model.nout
+        y = np.zeros((nrows, nout, nt), dtype=np.float64)
+        status = np.full(nrows, -1, dtype=np.intc)
+        stop_i = np.full(nrows, -1, dtype=np.intc)
+        stop_t = np.zeros(nrows, dtype=np.float64)
+        if nrows == 0:
+            return y, []
+        cdef double[:, :, ::1] yv = y
+        cdef int[::1] sv = status, siv = stop_i
+        cdef double[::1] stv = stop_t
+        cdef const double *pp = &p[0, 0] if p.shape[1] > 0 else NULL
+        cdef double *yp = &yv[0, 0, 0] if nout > 0 else NULL
+        cdef dsk_status st
+        cdef int rc
+        dsk_status_clear(&st)
+        with nogil:
+            rc = dsk_batch_solve_dense(self.ptr, threads, nrows, pp, &times[0], nt, yp, &sv[0],
+                                       &stv[0], &siv[0], &st)
+        _batch_check(rc, &st, sv)
+        return y, _batch_stops(siv, stv)
+
+    def forward(self, const double[:, ::1] p not None, const double[::1] times not None,
+                int threads=1):
+        """forward(p, times, threads=1) -> (y, sens, stops)
+
+        Forward sensitivities per row: y (B, nout, nt), sens (B, nparams, nout, nt).
+        """
+        self._ready(p, times, threads)
+        cdef int nrows = <int>p.shape[0], nt = <int>times.shape[0]
+        cdef int nout = self.model.nout, nparams = self.model.nparams
+        y = np.zeros((nrows, nout, nt), dtype=np.float64)
+        sens = np.zeros((nrows, nparams, nout, nt), dtype=np.float64)
+        status = np.full(nrows, -1, dtype=np.intc)
+        stop_i = np.full(nrows, -1, dtype=np.intc)
+        stop_t = np.zeros(nrows, dtype=np.float64)
+        if nrows == 0:
+            return y, sens, []
+        cdef double[:, :, ::1] yv = y
+        cdef double[:, :, :, ::1] sensv = sens
+        cdef int[::1] sv = status, siv = stop_i
+        cdef double[::1] stv = stop_t
+        cdef const double *pp = &p[0, 0] if nparams > 0 else NULL
+        cdef double *yp = &yv[0, 0, 0] if nout > 0 else NULL
+        cdef double *sp = &sensv[0, 0, 0, 0] if nout > 0 and nparams > 0 else NULL
+        cdef dsk_status st
+        cdef int rc
+        dsk_status_clear(&st)
+        with nogil:
+            rc = dsk_batch_forward(self.ptr, threads, nrows, pp, &times[0], nt, yp, sp, &sv[0],
+                                   &stv[0], &siv[0], &st)
+        _batch_check(rc, &st, sv)
+        return y, sens, _batch_stops(siv, stv)
+
+    def reverse(self, const double[:, ::1] p not None, const double[::1] times not None,
+                const double[:, :, ::1] g not None, int threads=1):
+        """reverse(p, times, g, threads=1) -> grad (B, nparams)
+
+        Row r: the gradient of sum(g[r] * y(p[r], times)) by the checkpointed
+        adjoint (Solver.reverse), g of shape (B, nout, len(times)).
+        """
+        self._ready(p, times, threads)
+        cdef int nrows = <int>p.shape[0], nt = <int>times.shape[0]
+        cdef int nout = self.model.nout, nparams = self.model.nparams
+        if g.shape[0] != nrows or g.shape[1] != nout or g.shape[2] != nt:
+            raise ValueError("g must have shape (%d, %d, %d), got (%d, %d, %d)"
+                             % (nrows, nout, nt, g.shape[0], g.shape[1], g.shape[2]))
+        grad = np.zeros((nrows, nparams), dtype=np.float64)
+        status = np.full(nrows, -1, dtype=np.intc)
+        if nrows == 0 or nout == 0:
+            return grad
+        cdef double[:, ::1] gv = grad
+        cdef int[::1] sv = status
+        cdef const double *pp = &p[0, 0] if nparams > 0 else NULL
+        cdef double *gp = &gv[0, 0] if nparams > 0 else NULL
+        cdef dsk_status st
+        cdef int rc
+        dsk_status_clear(&st)
+        with nogil:
+            rc = dsk_batch_reverse(self.ptr, threads, nrows, pp, &times[0], nt, &g[0, 0, 0], gp,
+                                   &sv[0], &st)
+        _batch_check(rc, &st, sv)
+        return grad
+
+    def __dealloc__(self):
+        if self.ptr != NULL:
+            dsk_batch_free(self.ptr)
             self.ptr = NULL

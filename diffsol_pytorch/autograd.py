@@ -1,15 +1,22 @@
-"""torch.autograd for DiffsolModule.solve_dense: reverse mode by the kernel's adjoint.
+"""torch.autograd and torch.func for DiffsolModule.solve_dense: reverse mode by the kernel's adjoint.
 
 ``module.solve_dense(params, times)`` with ``params.requires_grad`` returns a tensor
 whose ``backward`` runs one backward pass of the checkpointed adjoint over the forward
 pass that produced it (no finite differences, no second forward pass when nothing else
 ran on the module in between; otherwise the forward pass is recomputed with checkpoints).
+A batch ``params`` of shape ``(B, nparams)``, ``B >= 2``, is solved by the kernel's
+thread pool (docs/batches.md) and its gradient ``(B, nparams)`` comes from the batched
+reverse pass, each row with its own ``grad_output``.
 Where the adjoint does not cover a model yet (an ARKODE method on a model with ``M`` or
 with events) the gradient comes from forward sensitivities instead.
 
 Forward-mode AD with ``torch.autograd.forward_ad`` (dual tensors) uses the forward
-sensitivities; the ``torch.func`` transforms (``jvp``, ``vmap``) are not supported yet. Second derivatives are not supported: differentiating the gradient again
-raises.
+sensitivities. The ``torch.func`` transforms work on ``params``: ``grad``, ``vjp``,
+``jvp``, ``jacrev``, ``jacfwd`` and ``vmap`` (a vmapped solve or vector-Jacobian product
+runs as one native batch; ``jvp`` contracts the forward sensitivities with the
+tangents in torch ops, so ``jacfwd`` costs one sensitivity solve).
+Second derivatives are not supported: differentiating the gradient again raises
+(``create_graph=True``, ``torch.func.grad(torch.func.grad(...))``, ``hessian``).
 Gradients with respect to ``times`` are not supported either: passing ``times`` that
 require grad raises ``ValueError``.
 """
@@ -26,85 +33,194 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["solve_dense"]
 
+_SECOND_DERIVATIVE = (
+    "diffsol_pytorch: second derivatives of solve_dense are not supported "
+    "(the backward pass is the adjoint, not differentiable again); call backward "
+    "or torch.autograd.grad without create_graph=True"
+)
 
-def _vjp(module: "DiffsolModule", p: np.ndarray, t: np.ndarray, g: np.ndarray, ckpt) -> np.ndarray:
-    """sum(g * dy/dp) for one parameter set, by the cheapest exact route available."""
-    if ckpt is not None and ckpt[0] == module._solver_generation():
-        try:
-            return module._solver.backward(g)
-        except ValueError:
-            pass  # the checkpoints were overwritten: recompute below
+
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    """A float64 C-contiguous CPU copy (or view) of a plain tensor."""
+    with torch._C._DisableFuncTorch():
+        return np.ascontiguousarray(x.detach().to(device="cpu", dtype=torch.float64).numpy())
+
+
+def _in_functorch() -> bool:
+    """Is a torch.func transform (grad, vjp, jacrev, vmap, ...) active?"""
+    return torch._C._functorch.maybe_current_level() is not None
+
+
+class _Meta:
+    """What a solve needs besides the parameter tensor: module, times, threads."""
+
+    __slots__ = ("module", "times", "threads")
+
+    def __init__(self, module: "DiffsolModule", times: np.ndarray, threads: int) -> None:
+        self.module, self.times, self.threads = module, times, threads
+
+
+# ---- the kernel calls ----------------------------------------------------------------
+
+
+def _forward_values(meta: _Meta, p: np.ndarray) -> np.ndarray:
+    """y for p (nparams,) or (B, nparams); one row keeps its checkpoints for backward."""
+    m, t = meta.module, meta.times
+    if not np.all(np.isfinite(p)):  # checked here for params under torch.func
+        raise ValueError("params must be finite (found NaN or inf)")
+    if p.ndim == 2 and p.shape[0] != 1:
+        return m._get_batch().solve_dense(p, t, meta.threads)[0]
+    row = p if p.ndim == 1 else p[0]
     try:
-        return module._solver.reverse(p, t, g)
+        y, generation = m._solver.forward_checkpointed(row, t, True)
+        # the backward pass may reuse these checkpoints while they are the solver's
+        # latest (same generation) and were taken for the same parameters and times
+        m._last_checkpoint = (generation, row.tobytes(), t.tobytes())
     except ValueError as exc:
-        forward = getattr(module._solver, "forward_mode", None)
-        if forward is None or "reverse mode" not in str(exc):
+        if "reverse mode" not in str(exc):
             raise
-        _, sens = forward(p, t)  # (nparams, nout, nt)
+        y = m._solver.solve_dense(row, t)
+    return y if p.ndim == 1 else y[None]
+
+
+def _vjp_row(m: "DiffsolModule", p: np.ndarray, t: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """sum(g * dy/dp) for one parameter set, by the cheapest exact route available."""
+    ck = getattr(m, "_last_checkpoint", None)
+    if ck is not None and ck == (m._solver_generation(), p.tobytes(), t.tobytes()):
+        try:
+            return m._solver.backward(g)
+        except ValueError:
+            pass  # another solve came in between: recompute below
+    try:
+        return m._solver.reverse(p, t, g)
+    except ValueError as exc:
+        if "reverse mode" not in str(exc):
+            raise
+        _, sens = m._solver.forward(p, t)  # (nparams, nout, nt)
         return np.einsum("kij,ij->k", sens, g)
 
 
+def _vjp_values(meta: _Meta, p: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """The gradient for p (nparams,) / g (nout, nt), or p (B, nparams) / g (B, nout, nt)."""
+    m, t = meta.module, meta.times
+    if p.ndim == 1:
+        return _vjp_row(m, p, t, g)
+    if p.shape[0] == 1:
+        return _vjp_row(m, np.ascontiguousarray(p[0]), t, np.ascontiguousarray(g[0]))[None]
+    batch = m._get_batch()
+    try:
+        return batch.reverse(p, t, g, meta.threads)
+    except ValueError as exc:
+        if "reverse mode" not in str(exc):
+            raise
+        _, sens, _ = batch.forward(p, t, meta.threads)  # (B, nparams, nout, nt)
+        return np.einsum("bkij,bij->bk", sens, g)
+
+
+def _sensitivities(meta: _Meta, p: np.ndarray) -> np.ndarray:
+    """d y / d p: (nparams, nout, nt), or (B, nparams, nout, nt) for a batch."""
+    m, t = meta.module, meta.times
+    if p.ndim == 1:
+        return m._solver.forward(p, t)[1]
+    if p.shape[0] == 1:
+        return m._solver.forward(np.ascontiguousarray(p[0]), t)[1][None]
+    return m._get_batch().forward(p, t, meta.threads)[1]
+
+
+def _flatten_batch(x: torch.Tensor, bdim: int | None, n: int, tail: int) -> torch.Tensor:
+    """Move a vmap dimension to the front (or add one of size n) and flatten every
+    leading dimension but the last ``tail`` ones into one."""
+    x = x.movedim(bdim, 0) if bdim is not None else x.expand(n, *x.shape)
+    return x.reshape(-1, *x.shape[x.dim() - tail:])
+
+
+# ---- the autograd Functions ----------------------------------------------------------
+
+
 class _SolveDense(torch.autograd.Function):
-    """y = solve_dense(params, times); backward by the adjoint."""
+    """y = solve_dense(params, times); backward by the adjoint, jvp by forward
+    sensitivities, vmap as one native batch."""
 
     @staticmethod
-    def forward(ctx, params, module, times):  # noqa: D401 - autograd signature
-        p = params.detach().to(device="cpu", dtype=torch.float64).numpy()
-        p = np.ascontiguousarray(p)
-        ckpts = []
-        rows = [p] if p.ndim == 1 else list(p)
-        ys = []
-        for row in rows:
-            row = np.ascontiguousarray(row)
-            try:
-                ys.append(module._solver.forward_checkpointed(row, times))
-                ckpts.append((module._solver_generation(),))
-            except ValueError as exc:
-                if "reverse mode" not in str(exc):
-                    raise
-                ys.append(module._solver.solve_dense(row, times))
-                ckpts.append(None)
-        # only the last row's checkpoints survive the loop
-        ckpts = [None] * (len(ckpts) - 1) + [ckpts[-1]]
-        y = ys[0] if p.ndim == 1 else np.stack(ys)
-        ctx.module, ctx.times, ctx.p, ctx.ckpts = module, times, p, ckpts
-        ctx.param_dtype, ctx.param_device = params.dtype, params.device
+    def forward(params, meta):  # noqa: D401 - autograd signature
+        y = _forward_values(meta, _numpy(params))
         return torch.from_numpy(y).to(device=params.device, dtype=params.dtype)
 
     @staticmethod
-    def jvp(ctx, dparams, _module, _times):
-        """Forward-mode AD: dy = sum_k dparams_k dy/dp_k, from forward sensitivities."""
-        m, t, p = ctx.module, ctx.times, ctx.p
-        dp = dparams.detach().to(device="cpu", dtype=torch.float64).numpy()
-        if p.ndim == 1:
-            _, sens = m._solver.forward(p, t)
-            dy = np.einsum("k,kij->ij", dp, sens)
-        else:
-            dy = np.stack([np.einsum("k,kij->ij", dp[b], m._solver.forward(
-                np.ascontiguousarray(p[b]), t)[1]) for b in range(p.shape[0])])
-        return torch.from_numpy(dy).to(device=ctx.param_device, dtype=ctx.param_dtype)
+    def setup_context(ctx, inputs, output):
+        params, meta = inputs
+        ctx.meta = meta
+        ctx.save_for_backward(params)
+        ctx.save_for_forward(params)
 
     @staticmethod
     def backward(ctx, grad_y):
-        if torch.is_grad_enabled():  # create_graph=True: a second derivative is being built
-            raise RuntimeError(
-                "diffsol_pytorch: second derivatives of solve_dense are not supported "
-                "(the backward pass is the adjoint, not differentiable again); call backward "
-                "or torch.autograd.grad without create_graph=True"
-            )
-        g = np.ascontiguousarray(grad_y.detach().to(device="cpu", dtype=torch.float64).numpy())
-        m, t, p = ctx.module, ctx.times, ctx.p
-        if p.ndim == 1:
-            grad = _vjp(m, p, t, g, ctx.ckpts[0])
-        else:
-            grad = np.stack([
-                _vjp(m, np.ascontiguousarray(p[b]), t, np.ascontiguousarray(g[b]), ctx.ckpts[b])
-                for b in range(p.shape[0])
-            ])
-        grad_p = torch.from_numpy(grad).to(device=ctx.param_device, dtype=ctx.param_dtype)
-        return grad_p, None, None
+        if torch.is_grad_enabled() and not _in_functorch():
+            # create_graph=True: a second derivative is being built
+            raise RuntimeError(_SECOND_DERIVATIVE)
+        (params,) = ctx.saved_tensors
+        return _VJP.apply(grad_y, params, ctx.meta), None
+
+    @staticmethod
+    def jvp(ctx, dparams, _meta):
+        """Forward-mode AD: dy = sum_k dparams_k dy/dp_k, from forward sensitivities
+        (contracted in torch ops, so a vmapped jvp, i.e. jacfwd, solves once)."""
+        (params,) = ctx.saved_tensors
+        sens = torch.from_numpy(_sensitivities(ctx.meta, _numpy(params)))
+        sens = sens.to(device=dparams.device, dtype=dparams.dtype)
+        if params.dim() == 1:
+            return torch.einsum("k,kij->ij", dparams, sens)
+        return torch.einsum("bk,bkij->bij", dparams, sens)
+
+    @staticmethod
+    def vmap(info, in_dims, params, meta):
+        """vmap over params: every mapped parameter set in one native batch."""
+        bdim = in_dims[0]
+        if bdim is None:
+            return _SolveDense.apply(params, meta), None
+        n = info.batch_size
+        flat = _flatten_batch(params, bdim, n, 1)
+        y = _SolveDense.apply(flat, meta)  # (M, nout, nt)
+        lead = params.movedim(bdim, 0).shape[:-1]
+        return y.reshape(*lead, *y.shape[1:]), 0
 
 
-def solve_dense(module: "DiffsolModule", params: torch.Tensor, times: np.ndarray) -> torch.Tensor:
+class _VJP(torch.autograd.Function):
+    """grad_params = vjp(grad_y) of _SolveDense; not differentiable again."""
+
+    @staticmethod
+    def forward(grad_y, params, meta):  # noqa: D401 - autograd signature
+        grad = _vjp_values(meta, _numpy(params), _numpy(grad_y))
+        return torch.from_numpy(grad).to(device=params.device, dtype=params.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, _grad):
+        raise RuntimeError(_SECOND_DERIVATIVE)
+
+    @staticmethod
+    def jvp(ctx, *_tangents):
+        raise RuntimeError(_SECOND_DERIVATIVE)
+
+    @staticmethod
+    def vmap(info, in_dims, grad_y, params, meta):
+        """vmap over grad_y (jacrev) and/or params: one batched reverse pass."""
+        gdim, pdim = in_dims[0], in_dims[1]
+        if gdim is None and pdim is None:
+            return _VJP.apply(grad_y, params, meta), None
+        n = info.batch_size
+        g = _flatten_batch(grad_y, gdim, n, 2)
+        p = _flatten_batch(params, pdim, n, 1)
+        grad = _VJP.apply(g, p, meta)  # (M, nparams)
+        lead = (n,) + tuple(params.shape if pdim is None else params.movedim(pdim, 0).shape[1:])
+        return grad.reshape(lead), 0
+
+
+def solve_dense(
+    module: "DiffsolModule", params: torch.Tensor, times: np.ndarray, threads: int = 1
+) -> torch.Tensor:
     """Differentiable solve (``params`` already validated; ``times`` a float64 array)."""
-    return _SolveDense.apply(params, module, times)
+    return _SolveDense.apply(params, _Meta(module, times, threads))

@@ -50,7 +50,9 @@ def _to_numpy(x: ArrayLike, what: str) -> tuple[np.ndarray, torch.dtype, torch.d
             )
         out_dtype = torch.float32 if x.dtype == torch.float32 else torch.float64
         device = x.device
-        arr = x.detach().to(device="cpu", dtype=torch.float64).numpy()
+        # (a plain tensor read inside a torch.func transform: detach() would wrap it)
+        with torch._C._DisableFuncTorch():
+            arr = x.detach().to(device="cpu", dtype=torch.float64).numpy()
         return np.ascontiguousarray(arr), out_dtype, device
     if isinstance(x, np.ndarray):
         if x.dtype not in (np.float32, np.float64):
@@ -100,6 +102,11 @@ class Solution:
         )
 
 
+def _is_functorch_tensor(x: Any) -> bool:
+    """Is x a tensor wrapped by a torch.func transform (grad, vjp, jvp, vmap)?"""
+    return isinstance(x, torch.Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(x)
+
+
 def _has_tangent(x: torch.Tensor) -> bool:
     """Is x a dual tensor of torch.autograd.forward_ad (forward-mode AD)?"""
     import torch.autograd.forward_ad as fwAD
@@ -138,6 +145,13 @@ class DiffsolModule:
         ``"auto"`` (dense LU for small or dense Jacobians, KLU for large sparse
         ones), ``"dense"`` or ``"klu"``; ``"lapack"`` and ``"sundials_dense"``
         force one dense LU. The default is ``"auto"``.
+    threads : int or None, optional
+        Threads for a batch of parameter sets (``params`` of shape ``(B, nparams)``
+        with ``B >= 2``): the rows are solved by the kernel on this many threads
+        (each with its own solver), without the GIL. None uses
+        ``torch.get_num_threads()`` at each call; a call's own ``threads=``
+        overrides both. Results do not depend on it: each row is bit-identical to
+        solving it alone. The default is None. See docs/batches.md.
 
     Attributes
     ----------
@@ -182,6 +196,7 @@ class DiffsolModule:
         h0: float | None = None,
         max_steps: int = 100_000,
         linear_solver: str = "auto",
+        threads: int | None = None,
     ) -> None:
         if not isinstance(code, str):
             raise TypeError(f"code must be a str of DiffSL source, got {type(code).__name__}")
@@ -225,6 +240,7 @@ class DiffsolModule:
         self.h0 = h0
         self.max_steps = int(max_steps)
         self.linear_solver = linear_solver
+        self.threads = _check_threads(threads)
 
         self._model = _kernel.Model(code)
         if atol_arr is not None and atol_arr.shape[0] != self._model.nstates:
@@ -236,11 +252,34 @@ class DiffsolModule:
             self._model, rtol, self.atol, t0, h0, self.max_steps, method, linear_solver
         )
         self.last_stop: Any = None
+        self._batch: Any = None  # _kernel.Batch, created at the first batch call
+        self._batch_lock = threading.Lock()
+
+    # ---- batches: the kernel's thread pool -------------------------------------------------
+    def _get_batch(self) -> Any:
+        """The module's _kernel.Batch (worker solvers reused across calls)."""
+        with self._batch_lock:
+            if self._batch is None:
+                self._batch = _kernel.Batch(
+                    self._model, self.rtol, self.atol, self.t0, self.h0, self.max_steps,
+                    self.method, self.linear_solver,
+                )
+            return self._batch
+
+    def _threads(self, threads: int | None) -> int:
+        """The thread count of a batch call: the call's, the module's, else torch's."""
+        threads = _check_threads(threads)
+        if threads is None:
+            threads = self.threads
+        if threads is None:
+            threads = max(1, int(torch.get_num_threads()))
+        return min(threads, _kernel.BATCH_MAX_THREADS)
 
     # ---- pickling: by source and options; unpickling loads from the JIT cache --------------
     def _options(self) -> dict[str, Any]:
         return dict(method=self.method, rtol=self.rtol, atol=self.atol, t0=self.t0,
-                    h0=self.h0, max_steps=self.max_steps, linear_solver=self.linear_solver)
+                    h0=self.h0, max_steps=self.max_steps, linear_solver=self.linear_solver,
+                    threads=self.threads)
 
     def __reduce__(self):
         return (_rebuild_module, (self.code, self._options()))
@@ -324,7 +363,9 @@ class DiffsolModule:
         return t
 
     # ---- solving -----------------------------------------------------------------------
-    def solve_dense(self, params: ArrayLike, times: ArrayLike) -> torch.Tensor:
+    def solve_dense(
+        self, params: ArrayLike, times: ArrayLike, *, threads: int | None = None
+    ) -> torch.Tensor:
         """Solve and return the outputs at the given times.
 
         Parameters
@@ -333,6 +374,9 @@ class DiffsolModule:
             Shape ``(nparams,)``, or ``(B, nparams)`` for a batch of parameter sets.
         times : torch.Tensor, numpy.ndarray or list of float
             1-D, non-empty, finite, non-decreasing, ``times[0] >= t0``.
+        threads : int or None, optional
+            Threads for a batch (``B >= 2``), overriding the module's ``threads``;
+            see :class:`DiffsolModule`. The default is None.
 
         Returns
         -------
@@ -355,19 +399,31 @@ class DiffsolModule:
             raise ValueError(
                 "gradients with respect to times are not supported: pass times.detach()"
             )
-        p, dtype, device = self._check_params(params)
         t = self._check_times(times)
+        nthreads = self._threads(threads)
+        if _is_functorch_tensor(params):
+            # under torch.func: shape and dtype here, values checked in the forward
+            with torch._C._DisableFuncTorch():
+                self._check_params(torch.zeros(params.shape, dtype=params.dtype))
+            from diffsol_pytorch import autograd
+
+            self.last_stop = None
+            return autograd.solve_dense(self, params, t, nthreads)
+        p, dtype, device = self._check_params(params)
         if isinstance(params, torch.Tensor) and (
             (params.requires_grad and torch.is_grad_enabled()) or _has_tangent(params)
         ):
             from diffsol_pytorch import autograd
 
             self.last_stop = None
-            return autograd.solve_dense(self, params, t)
+            return autograd.solve_dense(self, params, t, nthreads)
         if p.ndim == 1:
             self.last_stop = None
             y = self._solver.solve_dense(p, t)
             self.last_stop = self._solver.last_stop()
+        elif p.shape[0] != 1:
+            self.last_stop = None
+            y, self.last_stop = self._get_batch().solve_dense(p, t, nthreads)
         else:
             ys, stops = [], []
             self.last_stop = None
@@ -384,7 +440,7 @@ class DiffsolModule:
 
     # ---- forward mode -------------------------------------------------------------------
     def forward_mode(
-        self, params: ArrayLike, times: ArrayLike
+        self, params: ArrayLike, times: ArrayLike, *, threads: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Solve and return the outputs and their sensitivities to every parameter.
 
@@ -402,6 +458,8 @@ class DiffsolModule:
             Shape ``(nparams,)``, or ``(B, nparams)`` for a batch of parameter sets.
         times : torch.Tensor, numpy.ndarray or list of float
             1-D, non-empty, finite, non-decreasing, ``times[0] >= t0``.
+        threads : int or None, optional
+            Threads for a batch (``B >= 2``); see :class:`DiffsolModule`.
 
         Returns
         -------
@@ -429,10 +487,13 @@ class DiffsolModule:
         """
         p, dtype, device = self._check_params(params)
         t = self._check_times(times)
+        nthreads = self._threads(threads)
         self.last_stop = None
         if p.ndim == 1:
             y, sens = self._solver.forward(p, t)
             self.last_stop = self._solver.last_stop()
+        elif p.shape[0] != 1:
+            y, sens, self.last_stop = self._get_batch().forward(p, t, nthreads)
         else:
             ys, ss, stops = [], [], []
             for row in p:
@@ -461,7 +522,12 @@ class DiffsolModule:
         return np.ascontiguousarray(g)
 
     def reverse_mode(
-        self, params: ArrayLike, times: ArrayLike, grad_output: ArrayLike
+        self,
+        params: ArrayLike,
+        times: ArrayLike,
+        grad_output: ArrayLike,
+        *,
+        threads: int | None = None,
     ) -> torch.Tensor:
         """Gradient of ``sum(grad_output * y)`` w.r.t. the parameters, by the adjoint.
 
@@ -479,6 +545,8 @@ class DiffsolModule:
             As in :meth:`solve_dense`.
         grad_output : tensor, array or list
             ``(nout, len(times))`` (``(B, nout, len(times))`` for a batch).
+        threads : int or None, optional
+            Threads for a batch (``B >= 2``); see :class:`DiffsolModule`.
 
         Returns
         -------
@@ -501,8 +569,11 @@ class DiffsolModule:
         t = self._check_times(times)
         shape = (self.nout, t.shape[0]) if p.ndim == 1 else (p.shape[0], self.nout, t.shape[0])
         g = self._check_grad_output(grad_output, shape)
+        nthreads = self._threads(threads)
         if p.ndim == 1:
             grad = self._solver.reverse(p, t, g)
+        elif p.shape[0] != 1:
+            grad = self._get_batch().reverse(p, t, g, nthreads)
         else:
             grad = np.stack(
                 [self._solver.reverse(np.ascontiguousarray(row), t, np.ascontiguousarray(gb))
@@ -602,6 +673,15 @@ class Checkpoint:
         g = self._module._check_grad_output(grad_output, self._shape)
         grad = self._module._solver.backward(g)
         return torch.from_numpy(grad).to(device=self._device, dtype=self._dtype)
+
+
+def _check_threads(threads: Any) -> int | None:
+    """None, or a positive int (ValueError otherwise)."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be None or a positive integer, got {threads!r}")
+    return int(threads)
 
 
 def _rebuild_module(code: str, options: dict[str, Any]) -> DiffsolModule:
