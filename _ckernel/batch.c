@@ -266,7 +266,7 @@ static int run_job(batch_job *j, int nthreads, dsk_status *st) {
     if (j->fail_row >= 0) {
       *st = j->fail_st;
       char msg[DSK_MSG_MAX];
-      snprintf(msg, sizeof msg, "row %d: %s", j->fail_row, j->fail_st.msg);
+      snprintf(msg, sizeof msg, "row %d: %.*s", j->fail_row, DSK_MSG_MAX - 32, j->fail_st.msg);
       memcpy(st->msg, msg, sizeof msg);
       rc = st->code ? st->code : DSK_E_SOLVER;
     }
