@@ -278,7 +278,7 @@ class DiffsolModule:
 
     @property
     def linear_solver_used(self) -> str:
-        """The linear solver chosen: ``"none"``, ``"dense"``, ``"lapack"`` or ``"klu"``."""
+        """The linear solver chosen, one of ``"none"``, ``"dense"``, ``"lapack"``, ``"klu"``."""
         return self._solver.linear_solver
 
     @property
@@ -341,7 +341,7 @@ class DiffsolModule:
             when ``params`` is float32, float64 otherwise; on the device of ``params``.
             The solve itself always runs on the CPU in float64. For a model with
             ``stop`` and no ``reset`` the solve ends at the first root: later
-            columns are NaN and :attr:`last_stop` gives ``(time, index)``.
+            columns are NaN and ``last_stop`` gives ``(time, index)``.
 
         Raises
         ------
@@ -410,7 +410,7 @@ class DiffsolModule:
             ``(nparams, nout, len(times))`` with ``sens[k, i, j] = d y[i, j] / d params[k]``.
             For a batch: ``(B, nout, len(times))`` and ``(B, nparams, nout, len(times))``.
             dtype and device follow ``params`` as in :meth:`solve_dense`. After a stop
-            root without reset the later columns of both are NaN (:attr:`last_stop`).
+            root without reset the later columns of both are NaN (``last_stop``).
 
         Raises
         ------
