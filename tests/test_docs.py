@@ -1,14 +1,20 @@
-"""The Sphinx documentation builds without a warning (``make docs`` does the same)."""
+"""The documentation: the Sphinx build has no warning (``make docs`` does the same), and
+the code blocks of the tutorial pages run and their assertions hold."""
 
 from __future__ import annotations
 
 import pathlib
+import re
 import subprocess
 import sys
 
 import pytest
 
-DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+#: pages whose ```python blocks are run, in order, in one namespace per page
+RUNNABLE_PAGES = ["quickstart.md", "pytorch.md"]
 
 
 @pytest.mark.unit
@@ -29,3 +35,24 @@ def test_docs_build_without_warnings(tmp_path):
     for name in ("DiffsolModule.solve_dense", "DiffsolLayer", "SolverError",
                  "device.select_device", "viz.plot_benchmark_history"):
         assert f'id="diffsol_pytorch.{name}"' in api, f"{name} missing from the API reference"
+
+
+def python_blocks(page: str) -> list[str]:
+    text = (DOCS / page).read_text(encoding="utf-8")
+    return re.findall(r"^```python\n(.*?)^```", text, re.S | re.M)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("page", RUNNABLE_PAGES)
+def test_page_code_blocks_run(page, monkeypatch):
+    blocks = python_blocks(page)
+    assert blocks, f"{page} has no python code block"
+    monkeypatch.chdir(ROOT)  # the pages open examples/models/... from the repository root
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    namespace: dict = {"__name__": f"docs_{page}"}
+    for k, block in enumerate(blocks):
+        code = compile(block, f"{page} (python block {k + 1})", "exec")
+        exec(code, namespace)  # noqa: S102 - the documentation's own examples
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        plt.close("all")
