@@ -596,10 +596,22 @@ class Checkpoint:
         self._shape = shape
         self._dtype = dtype
         self._device = device
+        # the solver's checkpoints are those of its last run: remember which run is ours
+        # (reverse_mode leaves checkpoints of its own forward pass, so the kernel's own
+        # check alone would let a stale Checkpoint use another pass's checkpoints)
+        self._generation = module._solver_generation()
 
     def backward(self, grad_output: ArrayLike) -> torch.Tensor:
-        """Gradient ``(nparams,)`` of ``sum(grad_output * y)``; grad_output ``(nout, nt)``."""
+        """Gradient ``(nparams,)`` of ``sum(grad_output * y)``; grad_output ``(nout, nt)``.
+
+        Raises ``ValueError`` once the module has solved again since this forward pass.
+        """
         g = self._module._check_grad_output(grad_output, self._shape)
+        if self._module._solver_generation() != self._generation:
+            raise ValueError(
+                "this checkpointed forward pass is gone: the module has solved again since "
+                "solve_dense_with_checkpointing; run the forward pass again"
+            )
         grad = self._module._solver.backward(g)
         return torch.from_numpy(grad).to(device=self._device, dtype=self._dtype)
 
