@@ -2,7 +2,8 @@
 #   make setup     Debian packages (if missing), .venv, torch, build deps, editable install
 #   make demo      solve the Robertson model and write demo.png
 #   make test      C test runner, then the Python test suite
-#   make memcheck  the C test runner under valgrind
+#   make memcheck  the C test runner and the C stress harness under valgrind
+#   make docs      the Sphinx documentation (HTML in build/docs/html; warnings are errors)
 # Every step is idempotent; stamp files under .venv record what is done.
 
 SHELL := /bin/bash
@@ -22,10 +23,17 @@ DEB_PACKAGES := libsundials-dev libopenblas-dev libsuitesparse-dev pkg-config
 BUILD_DEPS := meson-python meson ninja 'Cython>=3' numpy
 CTEST_DIR := build/ctest
 DSK_TESTS := $(CTEST_DIR)/dsk_tests
+DSK_STRESS := $(CTEST_DIR)/dsk_stress
+# iterations of the stress harness under valgrind (about 8 s of CPU each there)
+STRESS_ITERATIONS ?= 10
+VALGRIND := valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=1 \
+  --child-silent-after-fork=yes
 
 STAMP_TORCH := $(VENV)/.stamp-torch
 STAMP_BUILD := $(VENV)/.stamp-build-deps
 STAMP_PROJECT := $(VENV)/.stamp-project
+STAMP_DOCS := $(VENV)/.stamp-docs
+DOCS_OUT := build/docs
 
 # apt-get as root, or through sudo otherwise
 define apt_install
@@ -34,7 +42,7 @@ define apt_install
 	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends $(1)
 endef
 
-.PHONY: setup system-deps check-sources demo test test-c test-py memcheck clean distclean
+.PHONY: setup system-deps check-sources demo docs test test-c test-py memcheck clean distclean
 
 setup: system-deps $(STAMP_PROJECT)
 
@@ -67,6 +75,15 @@ $(STAMP_PROJECT): pyproject.toml meson.build meson_options.txt constraints.txt M
 	$(PIP) install -c constraints.txt --no-build-isolation -e '.[test]'
 	touch $@
 
+# the docs extra (sphinx, myst-parser); autodoc imports the installed package
+$(STAMP_DOCS): pyproject.toml constraints.txt $(STAMP_PROJECT)
+	$(PIP) install -c constraints.txt --no-build-isolation -e '.[docs]'
+	touch $@
+
+docs: setup $(STAMP_DOCS)
+	$(PY) -m sphinx -b html -W --keep-going -n -d $(DOCS_OUT)/doctrees docs $(DOCS_OUT)/html
+	@echo "documentation: $(DOCS_OUT)/html/index.html"
+
 demo: setup
 	$(PY) -m diffsol_pytorch solve examples/models/robertson_ode.ds \
 	  --params 0.04,1e4,3e7 --times logspace:-5:5:11 --rtol 1e-8 --atol 1e-10 --grad 2 --plot demo.png
@@ -77,6 +94,11 @@ $(CTEST_DIR)/build.ninja: | $(STAMP_BUILD)
 
 $(DSK_TESTS): $(CTEST_DIR)/build.ninja FORCE
 	$(VENV)/bin/meson compile -C $(CTEST_DIR) dsk_tests
+
+# _ckernel/tests/stress.c: compile, solve in every mode, error paths, free; many times
+$(DSK_STRESS): $(CTEST_DIR)/build.ninja FORCE
+	$(VENV)/bin/ninja -C $(CTEST_DIR) build.ninja >/dev/null  # a build dir set up before dsk_stress existed
+	$(VENV)/bin/meson compile -C $(CTEST_DIR) dsk_stress
 
 # meson cannot glob: fail early when a kernel or test .c file is not listed
 check-sources:
@@ -94,9 +116,10 @@ test: setup
 	$(MAKE) --no-print-directory test-c
 	$(MAKE) --no-print-directory test-py
 
-memcheck: system-deps $(DSK_TESTS)
+memcheck: system-deps check-sources $(DSK_TESTS) $(DSK_STRESS)
 	@command -v valgrind >/dev/null 2>&1 || { $(call apt_install,valgrind); }
-	valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1 ./$(DSK_TESTS)
+	$(VALGRIND) ./$(DSK_TESTS)
+	$(VALGRIND) ./$(DSK_STRESS) $(STRESS_ITERATIONS)
 
 # build/ holds the editable install's build tree too: forget that install
 clean:

@@ -233,7 +233,7 @@ def reverse_mode_tensor(
     code_or_module : DiffsolModule or str
         A compiled module, or DiffSL source (compiled once per process and reused).
     params, times, grad_output
-        As in :meth:`DiffsolModule.reverse_mode`; tensors may live on any device.
+        As in :meth:`diffsol_pytorch.DiffsolModule.reverse_mode`; tensors may live on any device.
     device : str or torch.device, optional
         Where the gradient goes; by default the device of ``params``.
 

@@ -31,8 +31,10 @@ class DiffSLError(DiffsolError, ValueError):
 
     Attributes
     ----------
-    line, col : int or None
-        1-based position of the error in the DiffSL source.
+    line : int or None
+        1-based line of the error in the DiffSL source.
+    col : int or None
+        1-based column of the error in the DiffSL source.
     """
 
     def __init__(self, message: str, line: Optional[int] = None, col: Optional[int] = None):

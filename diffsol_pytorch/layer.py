@@ -13,7 +13,7 @@ __all__ = ["DiffsolLayer"]
 
 
 class DiffsolLayer(nn.Module):
-    """A DiffSL model whose parameters (``in``) are ``nn.Parameter``s.
+    """A DiffSL model whose parameters (``in``) are one ``nn.Parameter``.
 
     ``forward(times)`` returns the outputs ``(nout, len(times))``; gradients w.r.t. the
     parameters come from the kernel's adjoint, so the layer trains with any

@@ -317,7 +317,7 @@ class DiffsolModule:
 
     @property
     def linear_solver_used(self) -> str:
-        """The linear solver chosen: ``"none"``, ``"dense"``, ``"lapack"`` or ``"klu"``."""
+        """The linear solver chosen, one of ``"none"``, ``"dense"``, ``"lapack"``, ``"klu"``."""
         return self._solver.linear_solver
 
     @property
@@ -385,7 +385,7 @@ class DiffsolModule:
             when ``params`` is float32, float64 otherwise; on the device of ``params``.
             The solve itself always runs on the CPU in float64. For a model with
             ``stop`` and no ``reset`` the solve ends at the first root: later
-            columns are NaN and :attr:`last_stop` gives ``(time, index)``.
+            columns are NaN and ``last_stop`` gives ``(time, index)``.
 
         Raises
         ------
@@ -468,7 +468,7 @@ class DiffsolModule:
             ``(nparams, nout, len(times))`` with ``sens[k, i, j] = d y[i, j] / d params[k]``.
             For a batch: ``(B, nout, len(times))`` and ``(B, nparams, nout, len(times))``.
             dtype and device follow ``params`` as in :meth:`solve_dense`. After a stop
-            root without reset the later columns of both are NaN (:attr:`last_stop`).
+            root without reset the later columns of both are NaN (``last_stop``).
 
         Raises
         ------
@@ -667,10 +667,22 @@ class Checkpoint:
         self._shape = shape
         self._dtype = dtype
         self._device = device
+        # the solver's checkpoints are those of its last run: remember which run is ours
+        # (reverse_mode leaves checkpoints of its own forward pass, so the kernel's own
+        # check alone would let a stale Checkpoint use another pass's checkpoints)
+        self._generation = module._solver_generation()
 
     def backward(self, grad_output: ArrayLike) -> torch.Tensor:
-        """Gradient ``(nparams,)`` of ``sum(grad_output * y)``; grad_output ``(nout, nt)``."""
+        """Gradient ``(nparams,)`` of ``sum(grad_output * y)``; grad_output ``(nout, nt)``.
+
+        Raises ``ValueError`` once the module has solved again since this forward pass.
+        """
         g = self._module._check_grad_output(grad_output, self._shape)
+        if self._module._solver_generation() != self._generation:
+            raise ValueError(
+                "this checkpointed forward pass is gone: the module has solved again since "
+                "solve_dense_with_checkpointing; run the forward pass again"
+            )
         grad = self._module._solver.backward(g)
         return torch.from_numpy(grad).to(device=self._device, dtype=self._dtype)
 

@@ -48,8 +48,10 @@ class MemoryDriftError(AssertionError):
 
     Attributes
     ----------
-    rss_before_mb, rss_after_mb : float
-        Resident set size (MiB) before and after the block.
+    rss_before_mb : float
+        Resident set size (MiB) before the block.
+    rss_after_mb : float
+        Resident set size (MiB) after the block.
     growth_mb : float
         ``rss_after_mb - rss_before_mb``.
     limit_mb : float
@@ -244,10 +246,11 @@ class GradientReport:
         Parameter names.
     fd : numpy.ndarray
         Central finite differences of the loss.
-    modes : dict of str to numpy.ndarray
-        The gradient of each mode checked (``"reverse"``, ``"forward"``).
-    rel_errors : dict of str to numpy.ndarray
-        ``|mode - fd| / max(|fd|, atol)`` per parameter.
+    modes : dict
+        Mode name (``"reverse"``, ``"forward"``) -> the gradient that mode gave
+        (numpy.ndarray).
+    rel_errors : dict
+        Mode name -> ``|mode - fd| / max(|fd|, atol)`` per parameter (numpy.ndarray).
     steps : numpy.ndarray
         The finite-difference step of each parameter.
     """

@@ -325,7 +325,7 @@ def benchmark_table(
 
     Parameters
     ----------
-    paths_or_dir : str, os.PathLike or sequence of them
+    paths_or_dir : str, os.PathLike or list
         A directory (searched recursively for ``*.json``, e.g. pytest-benchmark's
         ``.benchmarks/`` autosave directory), one file, or a list of files; each
         file is one pytest-benchmark run (``pytest --benchmark-json=PATH``).
@@ -429,7 +429,7 @@ def plot_benchmark_history(
 
     Parameters
     ----------
-    paths_or_dir : str, os.PathLike or sequence of them
+    paths_or_dir : str, os.PathLike or list
         A directory of pytest-benchmark JSON files (searched recursively), one
         file or a list of files.
     metric : str, optional
