@@ -59,7 +59,8 @@
 
 #include "solve.h"
 
-#define DSK_ADJ_STEPS 100 /* integration steps between checkpoints */
+#define DSK_ADJ_STEPS 100 /* integration steps between checkpoints (default) */
+#define ck_steps(s) ((s)->opt.checkpoint_steps > 0 ? (s)->opt.checkpoint_steps : DSK_ADJ_STEPS)
 
 struct adj_events;
 static int idas_jump(dsk_solver *s, double t, const double *u, const double *up, double *grad,
@@ -161,6 +162,13 @@ static int adjoint_state(dsk_solver *s, dsk_status *st) {
 /* Reverse mode runs on CVODES (bdf and adams on models without M) and IDAS
    (bdf on models with M), with or without events (see the end of the file). */
 static int check_supported(const dsk_solver *s, dsk_status *st) {
+  if (!s->tab->vjp_x[DSK_FN_RHS] || !s->tab->vjp_p[DSK_FN_RHS])
+    return dsk_status_set(st, DSK_E_ARG, "reverse mode needs the model's vector-Jacobian "
+                                         "products (a callback model without vjp)");
+  if (s->nstop > 0 && !s->tab->vjp_x[DSK_FN_STOP])
+    return dsk_status_set(st, DSK_E_ARG,
+                          "reverse mode through events needs the derivatives of stop and "
+                          "reset (not available for callback models)");
   if (s->be != &dsk_backend_cvodes && s->be != &dsk_backend_idas)
     return dsk_status_set(st, DSK_E_ARG,
                           "reverse mode is available for method 'bdf' or 'adams' (CVODES, or "
@@ -632,9 +640,9 @@ int dsk_solver_forward_checkpointed(dsk_solver *s, const double *p, const double
   if (rc != DSK_OK) return rc;
   {
     int flag = dae ? (a->initialised ? IDAAdjReInit(s->mem)
-                                     : IDAAdjInit(s->mem, DSK_ADJ_STEPS, IDA_HERMITE))
+                                     : IDAAdjInit(s->mem, ck_steps(s), IDA_HERMITE))
                    : (a->initialised ? CVodeAdjReInit(s->mem)
-                                     : CVodeAdjInit(s->mem, DSK_ADJ_STEPS, CV_HERMITE));
+                                     : CVodeAdjInit(s->mem, ck_steps(s), CV_HERMITE));
     if (flag < 0) return cv_fail(s, flag, dae ? "IDAAdjInit" : "CVodeAdjInit", st);
     a->initialised = 1;
   }
@@ -1117,7 +1125,7 @@ static int rerun_segment(dsk_solver *s, int i, double t_end, dsk_status *st) {
     flag = IDARootInit(s->mem, 0, NULL);
     if (flag >= 0) flag = IDASetStopTime(s->mem, t_end);
     if (flag < 0) return ida_fail(s, flag, "IDASetStopTime", st);
-    flag = a->initialised ? IDAAdjReInit(s->mem) : IDAAdjInit(s->mem, DSK_ADJ_STEPS, IDA_HERMITE);
+    flag = a->initialised ? IDAAdjReInit(s->mem) : IDAAdjInit(s->mem, ck_steps(s), IDA_HERMITE);
     if (flag < 0) return ida_fail(s, flag, "IDAAdjInit", st);
     a->initialised = 1;
     flag = IDASolveF(s->mem, t_end, &tret, s->y, s->yp, IDA_NORMAL, &ncheck);
@@ -1126,7 +1134,7 @@ static int rerun_segment(dsk_solver *s, int i, double t_end, dsk_status *st) {
   flag = CVodeRootInit(s->mem, 0, NULL);
   if (flag >= 0) flag = CVodeSetStopTime(s->mem, t_end);
   if (flag < 0) return cv_fail(s, flag, "CVodeSetStopTime", st);
-  flag = a->initialised ? CVodeAdjReInit(s->mem) : CVodeAdjInit(s->mem, DSK_ADJ_STEPS, CV_HERMITE);
+  flag = a->initialised ? CVodeAdjReInit(s->mem) : CVodeAdjInit(s->mem, ck_steps(s), CV_HERMITE);
   if (flag < 0) return cv_fail(s, flag, "CVodeAdjInit", st);
   a->initialised = 1;
   flag = CVodeF(s->mem, t_end, s->y, &tret, CV_NORMAL, &ncheck);

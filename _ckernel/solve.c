@@ -73,6 +73,9 @@ static int check_options(const dsk_solver_options *o, int n, dsk_status *st) {
     return dsk_status_set(st, DSK_E_ARG, "unknown solver method %d", o->method);
   if (o->linear_solver < DSK_LS_AUTO || o->linear_solver > DSK_LS_SUNDENSE)
     return dsk_status_set(st, DSK_E_ARG, "unknown linear solver %d", o->linear_solver);
+  if (o->checkpoint_steps < 0)
+    return dsk_status_set(st, DSK_E_ARG, "checkpoint_steps must be >= 0 (got %d)",
+                          o->checkpoint_steps);
   if (!(isfinite(o->rtol) && o->rtol >= 0))
     return dsk_status_set(st, DSK_E_ARG, "rtol must be finite and >= 0 (got %g)", o->rtol);
   if (!o->atol_vec && !(isfinite(o->atol) && o->atol >= 0))
@@ -207,6 +210,13 @@ int dsk_solver_create(const dsk_model *m, const dsk_solver_options *o, dsk_solve
                           "method 'adams' (CVODES) cannot take a mass matrix M; use "
                           "method='bdf' (IDAS)");
 
+  if ((o->method == DSK_BDF || o->method == DSK_ADAMS || o->method == DSK_TR_BDF2 ||
+       o->method == DSK_ESDIRK34) &&
+      !tab->jvp_x[DSK_FN_RHS] && !dsk_model_cb_has_jac(m))
+    return dsk_status_set(st, DSK_E_ARG,
+                          "an implicit method needs the Jacobian: the callback model has "
+                          "neither jac nor jvp; use an explicit method (tsit45, dopri5)");
+
   dsk_solver *s = calloc(1, sizeof *s);
   if (!s) return dsk_status_set(st, DSK_E_NOMEM, "out of memory");
   s->model = m;
@@ -238,6 +248,7 @@ int dsk_solver_create(const dsk_model *m, const dsk_solver_options *o, dsk_solve
     return dsk_status_set(st, DSK_E_NOMEM, "out of memory");
   }
   int frc = tab->init(s->ws);
+  dsk_model_bind_ws(m, s->ws);
   if (frc) {
     dsk_solver_free(s);
     rc = dsk_status_set(st, DSK_E_MODELFN, "model function init returned %d", frc);
