@@ -58,7 +58,9 @@ def _as_tensor(x: Any, what: str) -> torch.Tensor:
 
 
 def _check_y0(y0: Any) -> Tuple[Tuple[torch.Tensor, ...], bool]:
-    is_tuple = isinstance(y0, (tuple, list))
+    # a tuple state is a tuple (or list) of tensors; a list of floats is one tensor
+    is_tuple = isinstance(y0, (tuple, list)) and len(y0) > 0 and all(
+        isinstance(y, torch.Tensor) for y in y0)
     ys = tuple(y0) if is_tuple else (y0,)
     if not ys:
         raise ValueError("y0 is an empty tuple")
@@ -315,9 +317,10 @@ class _OdeintFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy):
-        if torch.is_grad_enabled() and gy.requires_grad:
+        if torch.is_grad_enabled():  # create_graph=True: a graph of the gradient is wanted
             raise RuntimeError(
-                "diffsol_pytorch.odeint does not support double backward (second derivatives)"
+                "diffsol_pytorch.odeint does not support double backward (second derivatives, "
+                "create_graph=True): its gradient comes from the kernel's adjoint"
             )
         run = ctx.run
         g = np.ascontiguousarray(gy.detach().to("cpu", torch.float64).numpy().T)
@@ -344,6 +347,17 @@ class _OdeintFunction(torch.autograd.Function):
 # ---- public functions -----------------------------------------------------------------
 
 
+def _refuse_forward_ad(tensors) -> None:
+    import torch.autograd.forward_ad as fwAD
+
+    for x in tensors:
+        if fwAD.unpack_dual(x).tangent is not None:
+            raise NotImplementedError(
+                "diffsol_pytorch.odeint does not support forward-mode AD "
+                "(torch.autograd.forward_ad dual tensors): use reverse mode (backward)"
+            )
+
+
 def _find_params(func) -> Tuple[torch.Tensor, ...]:
     if isinstance(func, torch.nn.Module):
         return tuple(func.parameters())
@@ -365,6 +379,7 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, adjoint_params):
     if adjoint_params is None:
         adjoint_params = _find_params(func)
     params = tuple(p for p in adjoint_params if isinstance(p, torch.Tensor) and p.requires_grad)
+    _refuse_forward_ad(ys + tuple(params))
     sign = 1.0
     if len(times) > 1 and times[1] < times[0]:
         sign = -1.0
