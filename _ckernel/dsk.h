@@ -180,7 +180,10 @@ typedef enum dsk_linsol {
   DSK_LS_DENSE = 1,   /* SUNDENSE for small systems, LAPACK above DSK_LS_LAPACK_MIN */
   DSK_LS_KLU = 2,     /* SUNSparseMatrix (CSC) + SUNLinSol_KLU */
   DSK_LS_LAPACK = 3,  /* SUNDenseMatrix + OpenBLAS dgetrf/dgetrs */
-  DSK_LS_SUNDENSE = 4 /* SUNDenseMatrix + SUNLinSol_Dense */
+  DSK_LS_SUNDENSE = 4, /* SUNDenseMatrix + SUNLinSol_Dense */
+  DSK_LS_SPGMR = 5     /* matrix-free Newton-Krylov: SUNLinSol_SPGMR (no preconditioner)
+                          with Jacobian-vector products from the model's tangent code;
+                          models without M.  The default of callback models without jac. */
 } dsk_linsol;
 
 /* Thresholds of DSK_LS_AUTO / DSK_LS_DENSE (docs/solvers.md,

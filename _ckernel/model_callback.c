@@ -222,8 +222,25 @@ int dsk_model_from_callbacks(const dsk_callbacks *cb, dsk_model **out, dsk_statu
   if (cb->nstop > 0) t->eval[DSK_FN_STOP] = cb_stop;
   m->tab = t;
   m->cb = d;
-  /* a dense Jacobian pattern (values from cb->jac, or n products) */
-  int rc = dsk_model_attach_patterns(m, NULL, NULL, st);
+  /* a dense Jacobian pattern with jac; without, the Newton iteration is
+     matrix-free (solve.c: SPGMR only) and the pattern, the diagonal, is a
+     placeholder of size n */
+  int rc;
+  if (cb->jac) {
+    rc = dsk_model_attach_patterns(m, NULL, NULL, st);
+  } else {
+    dsk_sparsity diag;
+    diag.nrows = diag.ncols = diag.nnz = (int)n;
+    diag.colptr = malloc(((size_t)n + 1) * sizeof(int));
+    diag.rowidx = malloc((size_t)n * sizeof(int));
+    if (!diag.colptr || !diag.rowidx) {
+      free(diag.colptr), free(diag.rowidx), free(d), free(m);
+      return dsk_status_set(st, DSK_E_NOMEM, "out of memory");
+    }
+    for (int j = 0; j <= n; j++) diag.colptr[j] = j;
+    for (int j = 0; j < n; j++) diag.rowidx[j] = j;
+    rc = dsk_model_attach_patterns(m, &diag, NULL, st);
+  }
   if (rc != DSK_OK) {
     free(d), free(m);
     return rc;

@@ -51,6 +51,7 @@
 #include <string.h>
 
 #include <cvodes/cvodes.h>
+#include <sunlinsol/sunlinsol_spgmr.h>
 #include <idas/idas.h>
 #include <sunlinsol/sunlinsol_dense.h>
 #include <sunlinsol/sunlinsol_klu.h>
@@ -252,6 +253,18 @@ static int jac_b(realtype t, N_Vector y, N_Vector yB, N_Vector fyB, SUNMatrix JB
   return 0;
 }
 
+/* JvB = -(dF/du)^T vB (matrix-free backward problem), from the adjoint code. */
+static int jtimes_b(N_Vector vB, N_Vector JvB, realtype t, N_Vector y, N_Vector yB, N_Vector fyB,
+                    void *data, N_Vector tmpB) {
+  dsk_solver *s = data;
+  double *out = NV_DATA_S(JvB);
+  (void)yB, (void)fyB, (void)tmpB;
+  int rc = s->tab->vjp_x[DSK_FN_RHS](t, NV_DATA_S(y), NV_DATA_S(vB), s->ws, s->adj->bws, out);
+  if (rc) return dsk_solver_model_failed(s, "rhs_vjp (adjoint)", rc, t);
+  for (int i = 0; i < s->n; i++) out[i] = -out[i];
+  return 0;
+}
+
 int dsk_adjoint_fail(dsk_solver *s, int flag, const char *call, dsk_status *st) {
   if (flag >= 0) return DSK_OK;
   int rc = dsk_solver_fail(s, flag, st);
@@ -284,7 +297,10 @@ static int start_backward(dsk_solver *s, double tB0, dsk_status *st) {
   flag = CVodeCreateB(s->mem, s->opt.method == DSK_ADAMS ? CV_ADAMS : CV_BDF, &a->which);
   if (flag < 0) return cv_fail(s, flag, "CVodeCreateB", st);
   /* the linear solver of the forward problem, on the transposed pattern */
-  if (s->linsol == DSK_LS_KLU) {
+  if (s->linsol == DSK_LS_SPGMR) {
+    a->AB = NULL;
+    a->LSB = SUNLinSol_SPGMR(a->yB, SUN_PREC_NONE, 0, s->ctx);
+  } else if (s->linsol == DSK_LS_KLU) {
     int rc = transpose_pattern(s, st);
     if (rc != DSK_OK) return rc;
     a->AB = SUNSparseMatrix(s->n, s->n, s->U.nnz, CSC_MAT, s->ctx);
@@ -300,7 +316,8 @@ static int start_backward(dsk_solver *s, double tB0, dsk_status *st) {
              : s->linsol == DSK_LS_LAPACK ? dsk_linsol_lapack(a->yB, a->AB, s->ctx)
                                           : SUNLinSol_Dense(a->yB, a->AB, s->ctx);
   }
-  if (!a->AB || !a->LSB) return dsk_status_set(st, DSK_E_NOMEM, "out of memory (adjoint)");
+  if ((!a->AB && s->linsol != DSK_LS_SPGMR) || !a->LSB)
+    return dsk_status_set(st, DSK_E_NOMEM, "out of memory (adjoint)");
   const char *call = "CVodeInitB";
   flag = CVodeInitB(s->mem, a->which, rhs_b, tB0, a->yB);
   if (flag == CV_SUCCESS) call = "CVodeSetUserDataB", flag = CVodeSetUserDataB(s->mem, a->which, s);
@@ -311,7 +328,10 @@ static int start_backward(dsk_solver *s, double tB0, dsk_status *st) {
     call = "CVodeSetMaxNumStepsB", flag = CVodeSetMaxNumStepsB(s->mem, a->which, s->opt.max_steps);
   if (flag == CV_SUCCESS)
     call = "CVodeSetLinearSolverB", flag = CVodeSetLinearSolverB(s->mem, a->which, a->LSB, a->AB);
-  if (flag == CV_SUCCESS) call = "CVodeSetJacFnB", flag = CVodeSetJacFnB(s->mem, a->which, jac_b);
+  if (flag == CV_SUCCESS && s->linsol == DSK_LS_SPGMR)
+    call = "CVodeSetJacTimesB", flag = CVodeSetJacTimesB(s->mem, a->which, NULL, jtimes_b);
+  else if (flag == CV_SUCCESS)
+    call = "CVodeSetJacFnB", flag = CVodeSetJacFnB(s->mem, a->which, jac_b);
   if (flag == CV_SUCCESS && np > 0) {
     call = "CVodeQuadInitB", flag = CVodeQuadInitB(s->mem, a->which, quad_b, a->qB);
     if (flag == CV_SUCCESS)

@@ -120,6 +120,10 @@ static int check_supported(const dsk_solver *s, dsk_status *st) {
   if (!s->tab->vjp_x[DSK_FN_RHS] || !s->tab->vjp_p[DSK_FN_RHS])
     return dsk_status_set(st, DSK_E_ARG, "reverse mode needs the model's vector-Jacobian "
                                          "products (a callback model without vjp)");
+  if (s->linsol == DSK_LS_SPGMR)
+    return dsk_status_set(st, DSK_E_ARG,
+                          "reverse mode of the implicit ARKODE methods with the matrix-free "
+                          "linear solver (spgmr) is not available; use method 'bdf'");
   if (s->has_mass)
     return dsk_status_set(st, DSK_E_ARG,
                           "reverse mode with method '%s' (ARKODE) is not available for models "

@@ -71,7 +71,7 @@ void dsk_solver_options_default(dsk_solver_options *o) {
 static int check_options(const dsk_solver_options *o, int n, dsk_status *st) {
   if (o->method < 0 || o->method >= DSK_NMETHODS)
     return dsk_status_set(st, DSK_E_ARG, "unknown solver method %d", o->method);
-  if (o->linear_solver < DSK_LS_AUTO || o->linear_solver > DSK_LS_SUNDENSE)
+  if (o->linear_solver < DSK_LS_AUTO || o->linear_solver > DSK_LS_SPGMR)
     return dsk_status_set(st, DSK_E_ARG, "unknown linear solver %d", o->linear_solver);
   if (o->checkpoint_steps < 0)
     return dsk_status_set(st, DSK_E_ARG, "checkpoint_steps must be >= 0 (got %d)",
@@ -116,6 +116,7 @@ const char *dsk_solver_linsol_name(const dsk_solver *s) {
   case DSK_LS_SUNDENSE: return "dense";
   case DSK_LS_LAPACK: return "lapack";
   case DSK_LS_KLU: return "klu";
+  case DSK_LS_SPGMR: return "spgmr";
   default: return "none";
   }
 }
@@ -144,6 +145,20 @@ void dsk_solver_free(dsk_solver *s) {
 static int choose_linsol(dsk_solver *s, dsk_status *st) {
   int n = s->n, want = s->opt.linear_solver;
   double density = (double)s->U.nnz / ((double)n * (double)n);
+  int cb_no_jac = dsk_model_callbacks(s->model) && !dsk_model_cb_has_jac(s->model);
+  if (want == DSK_LS_AUTO && cb_no_jac) want = DSK_LS_SPGMR;
+  if (cb_no_jac && want != DSK_LS_SPGMR)
+    return dsk_status_set(st, DSK_E_ARG, "a callback model without jac takes the matrix-free "
+                                         "linear solver only (linear_solver='spgmr')");
+  if (want == DSK_LS_SPGMR) {
+    if (s->has_mass)
+      return dsk_status_set(st, DSK_E_ARG,
+                            "linear_solver='spgmr' is not available for models with M");
+    if (!s->tab->jvp_x[DSK_FN_RHS])
+      return dsk_status_set(st, DSK_E_ARG, "linear_solver='spgmr' needs Jacobian-vector products");
+    s->linsol = want;
+    return DSK_OK;
+  }
   if (want == DSK_LS_AUTO)
     want = (n >= DSK_LS_KLU_MIN && density <= DSK_LS_KLU_DENSITY) ? DSK_LS_KLU : DSK_LS_DENSE;
   if (want == DSK_LS_DENSE) want = n >= DSK_LS_LAPACK_MIN ? DSK_LS_LAPACK : DSK_LS_SUNDENSE;

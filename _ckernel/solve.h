@@ -191,6 +191,10 @@ void dsk_lin_assemble(dsk_solver *s, SUNMatrix A, double cj, double cm);
    *algebraic to the number of zero columns; returns 1 when singular. */
 int dsk_lin_mass_singular(dsk_solver *s, int *algebraic);
 void dsk_lin_free(dsk_solver *s);
+/* Jv = (dF/du) v from the model's tangent code: the Jacobian-times-vector
+   function of the matrix-free linear solver (DSK_LS_SPGMR), CVODES and ARKODE. */
+int dsk_lin_jtimes(N_Vector v, N_Vector Jv, double t, N_Vector y, N_Vector fy, void *data,
+                   N_Vector tmp);
 
 /* Dense LU from LAPACK (OpenBLAS dgetrf / dgetrs) over a SUNDenseMatrix. */
 SUNLinearSolver dsk_linsol_lapack(N_Vector y, SUNMatrix A, SUNContext ctx);

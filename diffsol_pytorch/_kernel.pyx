@@ -111,6 +111,7 @@ cdef extern from "dsk.h" nogil:
         DSK_LS_KLU
         DSK_LS_LAPACK
         DSK_LS_SUNDENSE
+        DSK_LS_SPGMR
 
     int DSK_LS_LAPACK_MIN
     int DSK_LS_KLU_MIN
@@ -175,6 +176,7 @@ LINEAR_SOLVERS = {
     "klu": DSK_LS_KLU,
     "lapack": DSK_LS_LAPACK,
     "sundials_dense": DSK_LS_SUNDENSE,
+    "spgmr": DSK_LS_SPGMR,
 }
 
 #: thresholds of linear_solver="auto" (see docs/solvers.md)

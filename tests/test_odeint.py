@@ -313,3 +313,36 @@ def test_bad_inputs_raise_value_error_before_calling_func():
     # lists and arrays are accepted
     y = dsp.odeint(func, [1.0, 2.0], np.array([0.0, 1.0]), method="tsit45")
     np.testing.assert_allclose(y[-1].numpy(), np.array([1.0, 2.0]) * math.exp(-1), rtol=1e-6)
+
+
+def test_matrix_free_linear_solver_for_diffsl_models_too():
+    # the same SPGMR Newton-Krylov solver serves DiffSL models: values and gradients
+    # agree with the dense LU
+    from conftest import model_source
+
+    code = model_source("heat1d")
+    t = torch.linspace(0.0, 1.0, 5, dtype=torch.float64)
+    out = {}
+    for ls in ("spgmr", "dense"):
+        m = dsp.DiffsolModule(code, linear_solver=ls, rtol=1e-9, atol=1e-11)
+        p = m.default_params.clone().requires_grad_()
+        y = m.solve_dense(p, t)
+        (g,) = torch.autograd.grad(y.sum(), p)
+        out[ls] = (y.detach(), g)
+    torch.testing.assert_close(out["spgmr"][0], out["dense"][0], rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(out["spgmr"][1], out["dense"][1], rtol=1e-5, atol=1e-7)
+    m = dsp.DiffsolModule(code, linear_solver="spgmr")
+    assert m._solver.linear_solver == "spgmr"
+
+
+@pytest.mark.gradient
+def test_matrix_free_odeint_uses_jvp_products_only():
+    f = MLPField()
+    y0 = _y0().requires_grad_()
+    y = dsp.odeint(f, y0, T, rtol=1e-10, atol=1e-12, options={"jacobian": "matrix_free"})
+    st = last_stats()
+    assert st["jac_evals_python"] == 0 and st["jvp_evals"] > 0
+    ref = dsp.odeint(f, y0, T, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(y, ref, rtol=1e-7, atol=1e-9)
+    with pytest.raises(ValueError, match="spgmr"):
+        dsp.odeint(f, y0, T, method="esdirk34", options={"jacobian": "matrix_free"}).sum().backward()

@@ -154,14 +154,37 @@ static void test_jacobian_sources(void) {
   cb.jvp = decay_jvp;
   CHECK(dsk_model_from_callbacks(&cb, &m, &st) == DSK_OK);
   if (!m) return;
-  s = make_solver(m, DSK_BDF, &st);
-  CHECK_MSG(s != NULL, "%s", st.msg);
-  if (s) {
-    const double p[3] = {1.0, 3.0, 0.5}, times[2] = {0.0, 2.0};
-    double y[4];
+  cb.vjp = decay_vjp;
+  CHECK(dsk_model_from_callbacks(&cb, &m, &st) == DSK_OK);
+  if (!m) return;
+  /* without jac: matrix-free Newton-Krylov (SPGMR), forward and adjoint */
+  const int imethods[3] = {DSK_BDF, DSK_ADAMS, DSK_ESDIRK34};
+  for (int mi = 0; mi < 3; mi++) {
+    s = make_solver(m, imethods[mi], &st);
+    CHECK_MSG(s != NULL, "%s", st.msg);
+    if (!s) continue;
+    CHECK(strcmp(dsk_solver_linsol_name(s), "spgmr") == 0);
+    const double p[3] = {1.0, 3.0, 0.5}, times[2] = {0.0, 2.0}, g[4] = {0, 1, 0, 1};
+    double y[4], grad[3];
     CHECK(dsk_solver_solve_dense(s, p, times, 2, y, &st) == DSK_OK);
     CHECK_CLOSE(y[3], 3.0 * exp(-1.0), 1e-7);
+    if (imethods[mi] != DSK_ESDIRK34) {
+      CHECK_MSG(dsk_solver_reverse(s, p, times, 2, g, grad, &st) == DSK_OK, "%s", st.msg);
+      CHECK_CLOSE(grad[1], exp(-1.0), 1e-6);
+      CHECK_CLOSE(grad[2], -2.0 * 4.0 * exp(-1.0), 1e-6);
+    } else {
+      CHECK(dsk_solver_reverse(s, p, times, 2, g, grad, &st) == DSK_E_ARG);
+    }
     dsk_solver_free(s);
+  }
+  /* a dense linear solver cannot take it */
+  {
+    dsk_solver_options o;
+    dsk_solver_options_default(&o);
+    o.linear_solver = DSK_LS_DENSE;
+    s = NULL;
+    CHECK(dsk_solver_create(m, &o, &s, &st) == DSK_E_ARG && s == NULL);
+    CHECK_CONTAINS(st.msg, "matrix-free");
   }
   dsk_model_free(m);
   cb.rhs = NULL;
