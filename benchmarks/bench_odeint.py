@@ -74,6 +74,8 @@ def stiff_training(epochs: int):
     t = torch.linspace(0.0, 1.0, 11)
     with torch.no_grad():
         target = dsp.odeint(true, y0, t, method="bdf", rtol=1e-8, atol=1e-10)
+    # warm up torch.func (its first jacrev costs about a second)
+    dsp.odeint_adjoint(true, y0, t, method="bdf").sum().backward()
     rows = {}
     kinds = ("dsp bdf (odeint_adjoint)", "torchdiffeq dopri5 (odeint)",
              "torchdiffeq dopri5 (odeint_adjoint)")

@@ -165,12 +165,14 @@ class _Problem:
         self.sign = sign
         self.params = params
         self.native = self.dtype == torch.float64 and self.device.type == "cpu"
+        self.flat_shape = not is_tuple and len(self.shapes[0]) == 1
 
     # flat <-> user layout
     def unflatten(self, flat: torch.Tensor):
         if not self.is_tuple:
-            return flat.view(self.shapes[0]) if flat.dim() == 1 else flat.reshape(
-                flat.shape[:-1] + self.shapes[0])
+            if flat.dim() == 1:
+                return flat if self.flat_shape else flat.view(self.shapes[0])
+            return flat.reshape(flat.shape[:-1] + self.shapes[0])
         out, off = [], 0
         for shape, k in zip(self.shapes, self.numels):
             out.append(flat[..., off:off + k].reshape(flat.shape[:-1] + shape))
@@ -201,17 +203,17 @@ class _Problem:
         return torch.from_numpy(y).to(device=self.device, dtype=self.dtype, copy=True)
 
     def _t(self, s: float) -> torch.Tensor:
-        return torch.tensor(self.sign * s, dtype=self.dtype, device=self.device)
+        if self.native:  # the cheapest 0-d tensor
+            return torch.from_numpy(np.array(self.sign * s))
+        return torch.scalar_tensor(self.sign * s, dtype=self.dtype, device=self.device)
 
     def f_flat(self, s: float, yflat: torch.Tensor) -> torch.Tensor:
         f = self.flatten_out(self.func(self._t(s), self.unflatten(yflat)))
         return -f if self.sign < 0 else f
 
-    # ---- the callables of _kernel.CallbackModel ----
+    # ---- the callables of _kernel.CallbackModel (called under torch.no_grad: _Run.call) ----
     def rhs(self, s, y, f):
-        with torch.no_grad():
-            out = self.f_flat(s, self._y(y))
-        torch.from_numpy(f).copy_(out)
+        torch.from_numpy(f).copy_(self.f_flat(s, self._y(y)))
 
     def jac(self, s, y, J):
         yt = self._y(y)
@@ -221,8 +223,7 @@ class _Problem:
     def jvp(self, s, y, v, f, jv):
         yt = self._y(y)
         vt = self._y(v)
-        with torch.no_grad():
-            out, dout = torch.func.jvp(lambda yy: self.f_flat(s, yy), (yt,), (vt,))
+        out, dout = torch.func.jvp(lambda yy: self.f_flat(s, yy), (yt,), (vt,))
         torch.from_numpy(f).copy_(out)
         torch.from_numpy(jv).copy_(dout)
 
@@ -284,7 +285,8 @@ class _Run:
         model = self.model
         model.error = None
         try:
-            out = getattr(self.solver, name)(*args)
+            with torch.no_grad():  # func's values; vjp enables grad for its products
+                out = getattr(self.solver, name)(*args)
         except DiffsolError:
             err = model.take_error()
             if err is None:
