@@ -376,3 +376,43 @@ def test_stiff_neural_ode_bdf_needs_far_fewer_evaluations_than_dopri5():
         nfe_bdf = f.nfe  # right-hand sides and the Jacobians' calls
     torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
     assert nfe_dopri5 > 20 * nfe_bdf, (nfe_dopri5, nfe_bdf)
+
+
+@pytest.mark.gradient
+def test_tuple_state_gradients_match_torchdiffeq():
+    w = torch.tensor([[0.3, -1.2], [0.8, 0.1]], dtype=torch.float64, requires_grad=True)
+
+    def func(t, s):
+        x, v = s
+        return v, torch.tanh(w @ x) - 0.2 * v
+
+    x0 = torch.tensor([1.0, -0.5], dtype=torch.float64, requires_grad=True)
+    v0 = torch.tensor([0.0, 0.3], dtype=torch.float64, requires_grad=True)
+    out = {}
+    for name, solve in (("dsp", dsp.odeint_adjoint), ("tdq", torchdiffeq.odeint_adjoint)):
+        kw = {"method": "bdf"} if name == "dsp" else {"method": "dopri5"}
+        x, v = solve(func, (x0, v0), T, rtol=1e-10, atol=1e-12, adjoint_params=(w,), **kw)
+        assert x.shape == (len(T), 2) and v.shape == (len(T), 2)
+        out[name] = torch.autograd.grad((x ** 2).sum() + v.sum(), (x0, v0, w))
+    for a, b in zip(out["dsp"], out["tdq"]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.memory
+def test_solve_gradient_and_exception_cycles_do_not_grow():
+    from diffsol_pytorch import testing
+
+    f = MLPField()
+    y0 = _y0().requires_grad_()
+
+    def bad(t, y):
+        raise Boom("x")
+
+    def cycle():
+        dsp.odeint(f, y0, T, method="bdf").sum().backward()
+        with pytest.raises(Boom):
+            dsp.odeint(bad, _y0(), T, method="tsit45")
+
+    with testing.memory_drift(limit_mb=10.0, warmup=lambda: [cycle() for _ in range(10)]):
+        for _ in range(40):
+            cycle()
