@@ -205,6 +205,8 @@ typedef struct dsk_solver_options {
   int linear_solver;     /* dsk_linsol */
   int checkpoint_steps;  /* reverse mode: integration steps between checkpoints
                             (0: 100 for bdf/adams, 20 for the ARKODE methods) */
+  double adjoint_rtol;   /* reverse mode: tolerances of the backward (adjoint and */
+  double adjoint_atol;   /* quadrature) integration; 0: rtol and atol */
 } dsk_solver_options;
 
 void dsk_solver_options_default(dsk_solver_options *o);

@@ -323,7 +323,7 @@ static int start_backward(dsk_solver *s, double tB0, dsk_status *st) {
   if (flag == CV_SUCCESS) call = "CVodeSetUserDataB", flag = CVodeSetUserDataB(s->mem, a->which, s);
   if (flag == CV_SUCCESS)
     call = "CVodeSStolerancesB",
-    flag = CVodeSStolerancesB(s->mem, a->which, s->opt.rtol, s->opt.atol > 0 ? s->opt.atol : 1e-12);
+    flag = CVodeSStolerancesB(s->mem, a->which, DSK_ADJ_RTOL(s), DSK_ADJ_ATOL(s));
   if (flag == CV_SUCCESS)
     call = "CVodeSetMaxNumStepsB", flag = CVodeSetMaxNumStepsB(s->mem, a->which, s->opt.max_steps);
   if (flag == CV_SUCCESS)
@@ -336,8 +336,8 @@ static int start_backward(dsk_solver *s, double tB0, dsk_status *st) {
     call = "CVodeQuadInitB", flag = CVodeQuadInitB(s->mem, a->which, quad_b, a->qB);
     if (flag == CV_SUCCESS)
       call = "CVodeQuadSStolerancesB",
-      flag = CVodeQuadSStolerancesB(s->mem, a->which, s->opt.rtol,
-                                    s->opt.atol > 0 ? s->opt.atol : 1e-12);
+      flag = CVodeQuadSStolerancesB(s->mem, a->which, DSK_ADJ_RTOL(s),
+                                    DSK_ADJ_ATOL(s));
     if (flag == CV_SUCCESS)
       call = "CVodeSetQuadErrConB", flag = CVodeSetQuadErrConB(s->mem, a->which, SUNTRUE);
   }
@@ -471,7 +471,7 @@ static int start_backward_idas(dsk_solver *s, double tB0, dsk_status *st) {
     if (flag == IDA_SUCCESS) call = "IDASetUserDataB", flag = IDASetUserDataB(s->mem, a->which, s);
     if (flag == IDA_SUCCESS)
       call = "IDASStolerancesB",
-      flag = IDASStolerancesB(s->mem, a->which, s->opt.rtol, s->opt.atol > 0 ? s->opt.atol : 1e-12);
+      flag = IDASStolerancesB(s->mem, a->which, DSK_ADJ_RTOL(s), DSK_ADJ_ATOL(s));
     if (flag == IDA_SUCCESS)
       call = "IDASetMaxNumStepsB", flag = IDASetMaxNumStepsB(s->mem, a->which, s->opt.max_steps);
     if (flag == IDA_SUCCESS)
@@ -481,8 +481,8 @@ static int start_backward_idas(dsk_solver *s, double tB0, dsk_status *st) {
       call = "IDAQuadInitB", flag = IDAQuadInitB(s->mem, a->which, quad_idas_b, a->qB);
       if (flag == IDA_SUCCESS)
         call = "IDAQuadSStolerancesB",
-        flag = IDAQuadSStolerancesB(s->mem, a->which, s->opt.rtol,
-                                    s->opt.atol > 0 ? s->opt.atol : 1e-12);
+        flag = IDAQuadSStolerancesB(s->mem, a->which, DSK_ADJ_RTOL(s),
+                                    DSK_ADJ_ATOL(s));
       if (flag == IDA_SUCCESS)
         call = "IDASetQuadErrConB", flag = IDASetQuadErrConB(s->mem, a->which, SUNTRUE);
     }

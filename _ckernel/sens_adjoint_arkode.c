@@ -340,7 +340,7 @@ static int start_b(dsk_solver *s, double tB0, dsk_status *st) {
   struct dsk_adjoint_ark *a = s->adj_ark;
   int expl = !s->implicit, flag;
   const char *call = "ARKStepReInit";
-  double atol = s->opt.atol > 0 ? s->opt.atol : 1e-12;
+  double atol = DSK_ADJ_ATOL(s);
   if (!a->bmem_ready) {
     a->bmem = ARKStepCreate(expl ? rhs_b : NULL, expl ? NULL : rhs_b, tB0, a->Y, s->ctx);
     if (!a->bmem) return dsk_status_set(st, DSK_E_NOMEM, "ARKStepCreate failed (adjoint)");
@@ -372,7 +372,7 @@ static int start_b(dsk_solver *s, double tB0, dsk_status *st) {
     flag = ARKStepReInit(a->bmem, expl ? rhs_b : NULL, expl ? NULL : rhs_b, tB0, a->Y);
   }
   if (flag == ARK_SUCCESS) call = "ARKStepSStolerances",
-                           flag = ARKStepSStolerances(a->bmem, s->opt.rtol, atol);
+                           flag = ARKStepSStolerances(a->bmem, DSK_ADJ_RTOL(s), atol);
   if (flag == ARK_SUCCESS)
     call = "ARKStepSetMaxNumSteps", flag = ARKStepSetMaxNumSteps(a->bmem, s->opt.max_steps);
   return ark_fail(s, flag, call, st);

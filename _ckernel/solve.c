@@ -73,6 +73,9 @@ static int check_options(const dsk_solver_options *o, int n, dsk_status *st) {
     return dsk_status_set(st, DSK_E_ARG, "unknown solver method %d", o->method);
   if (o->linear_solver < DSK_LS_AUTO || o->linear_solver > DSK_LS_SPGMR)
     return dsk_status_set(st, DSK_E_ARG, "unknown linear solver %d", o->linear_solver);
+  if (!(isfinite(o->adjoint_rtol) && o->adjoint_rtol >= 0 && isfinite(o->adjoint_atol) &&
+        o->adjoint_atol >= 0))
+    return dsk_status_set(st, DSK_E_ARG, "adjoint_rtol and adjoint_atol must be finite and >= 0");
   if (o->checkpoint_steps < 0)
     return dsk_status_set(st, DSK_E_ARG, "checkpoint_steps must be >= 0 (got %d)",
                           o->checkpoint_steps);

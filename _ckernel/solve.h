@@ -158,6 +158,12 @@ void dsk_forward_free(dsk_solver *s);
 
 /* ---- sens_adjoint.c ------------------------------------------------------------ */
 
+/* Tolerances of the backward integrations: the adjoint options, else the forward's. */
+#define DSK_ADJ_RTOL(s) ((s)->opt.adjoint_rtol > 0 ? (s)->opt.adjoint_rtol : (s)->opt.rtol)
+#define DSK_ADJ_ATOL(s)                                                                  \
+  ((s)->opt.adjoint_atol > 0 ? (s)->opt.adjoint_atol                                     \
+                             : ((s)->opt.atol > 0 ? (s)->opt.atol : 1e-12))
+
 void dsk_adjoint_free(dsk_solver *s);
 /* DSK_OK for flag >= 0, else dsk_solver_fail with " (in CALL, adjoint)" appended. */
 int dsk_adjoint_fail(dsk_solver *s, int flag, const char *call, dsk_status *st);

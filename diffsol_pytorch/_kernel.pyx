@@ -127,6 +127,8 @@ cdef extern from "dsk.h" nogil:
         long max_steps
         int linear_solver
         int checkpoint_steps
+        double adjoint_rtol
+        double adjoint_atol
 
     void dsk_solver_options_default(dsk_solver_options *o)
 
@@ -420,7 +422,7 @@ cdef class Solver:
 
     def __init__(self, Model model not None, double rtol=1e-6, atol=1e-6, double t0=0.0,
                  h0=None, long max_steps=100000, str method="bdf", str linear_solver="auto",
-                 int checkpoint_steps=0):
+                 int checkpoint_steps=0, double adjoint_rtol=0.0, double adjoint_atol=0.0):
         cdef dsk_solver_options o
         cdef dsk_status st
         cdef dsk_solver *s = NULL
@@ -439,6 +441,8 @@ cdef class Solver:
         o.h0 = 0.0 if h0 is None else float(h0)
         o.max_steps = max_steps
         o.checkpoint_steps = checkpoint_steps
+        o.adjoint_rtol = adjoint_rtol
+        o.adjoint_atol = adjoint_atol
         o.atol_vec = NULL
         if np.ndim(atol) == 0:
             o.atol = float(atol)

@@ -249,7 +249,8 @@ class _Run:
     """One solve: the callback model, its solver, the kernel's parameter vector."""
 
     def __init__(self, prob: _Problem, times: np.ndarray, y0flat: np.ndarray, method: str,
-                 rtol: float, atol: float, opts: Dict[str, Any], event_fn=None):
+                 rtol: float, atol: float, opts: Dict[str, Any], event_fn=None,
+                 adjoint_tols: Tuple[float, float] = (0.0, 0.0)):
         self.prob = prob
         self.times = times
         theta = [p.detach().to("cpu", torch.float64).reshape(-1) for p in prob.params]
@@ -269,7 +270,8 @@ class _Run:
         self.model = _kernel.CallbackModel(prob.n, self.ntheta, prob.rhs, vjp=prob.vjp, **kw)
         self.solver = _kernel.Solver(
             self.model, rtol=rtol, atol=atol, t0=float(times[0]), h0=opts["h0"],
-            max_steps=opts["max_steps"], method=method, checkpoint_steps=opts["checkpoints"])
+            max_steps=opts["max_steps"], method=method, checkpoint_steps=opts["checkpoints"],
+            adjoint_rtol=adjoint_tols[0], adjoint_atol=adjoint_tols[1])
 
     def _stop(self, s, y, g):
         prob = self.prob
@@ -366,7 +368,8 @@ def _find_params(func) -> Tuple[torch.Tensor, ...]:
     return ()
 
 
-def _odeint(func, y0, t, rtol, atol, method, options, event_fn, adjoint_params):
+def _odeint(func, y0, t, rtol, atol, method, options, event_fn, adjoint_params,
+            adjoint_tols=(0.0, 0.0)):
     if not callable(func):
         raise ValueError("func must be callable as func(t, y)")
     if method is None:
@@ -389,7 +392,7 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, adjoint_params):
     prob = _Problem(func, ys, is_tuple, sign, params)
     y0flat_t = torch.cat([y.reshape(-1) for y in ys]) if is_tuple else ys[0].reshape(-1)
     y0flat = np.ascontiguousarray(y0flat_t.detach().to("cpu", torch.float64).numpy())
-    run = _Run(prob, s_times, y0flat, method, rtol, atol, opts, event_fn)
+    run = _Run(prob, s_times, y0flat, method, rtol, atol, opts, event_fn, adjoint_tols)
     needs_grad = torch.is_grad_enabled() and (
         y0flat_t.requires_grad or any(p.requires_grad for p in params))
 
@@ -490,10 +493,10 @@ def odeint_adjoint(func: Callable, y0: Tensors, t: Any, *, rtol: float = 1e-7,
     vector-Jacobian products of ``func`` (``torch.autograd.grad``). ``adjoint_params``
     may name tensors ``func`` closes over (every one ``func``'s output depends on and
     you want a gradient for must be listed; those without ``requires_grad`` are
-    skipped). The kernel's adjoint runs with the forward tolerances and method: when
-    ``adjoint_rtol`` / ``adjoint_atol`` are given, the whole solve uses the smaller of
-    each pair; ``adjoint_method`` must be None or ``method``; ``adjoint_options`` must be
-    None or empty.
+    skipped). ``adjoint_rtol`` / ``adjoint_atol`` are the tolerances of the backward
+    integration (default: ``rtol`` / ``atol``). The kernel's adjoint integrates with the
+    forward method: ``adjoint_method`` must be None or ``method``; ``adjoint_options``
+    must be None or empty.
     """
     if adjoint_method is not None and adjoint_method != method:
         raise ValueError(
@@ -502,13 +505,12 @@ def odeint_adjoint(func: Callable, y0: Tensors, t: Any, *, rtol: float = 1e-7,
         )
     if adjoint_options:
         raise ValueError("adjoint_options is not supported (the adjoint uses options)")
-    if adjoint_rtol is not None:
-        rtol = min(_check_tol(rtol, "rtol"), _check_tol(adjoint_rtol, "adjoint_rtol"))
-    if adjoint_atol is not None:
-        atol = min(_check_tol(atol, "atol"), _check_tol(adjoint_atol, "adjoint_atol"))
+    adjoint_tols = (0.0 if adjoint_rtol is None else _check_tol(adjoint_rtol, "adjoint_rtol"),
+                    0.0 if adjoint_atol is None else _check_tol(adjoint_atol, "adjoint_atol"))
     if adjoint_params is not None:
         adjoint_params = tuple(adjoint_params)
         for p in adjoint_params:
             if not isinstance(p, torch.Tensor):
                 raise ValueError("adjoint_params must be tensors")
-    return _odeint(func, y0, t, rtol, atol, method, options, event_fn, adjoint_params)
+    return _odeint(func, y0, t, rtol, atol, method, options, event_fn, adjoint_params,
+                   adjoint_tols)

@@ -416,3 +416,22 @@ def test_solve_gradient_and_exception_cycles_do_not_grow():
     with testing.memory_drift(limit_mb=10.0, warmup=lambda: [cycle() for _ in range(10)]):
         for _ in range(40):
             cycle()
+
+
+@pytest.mark.gradient
+def test_adjoint_tolerances_are_those_of_the_backward_pass():
+    # a loose forward solve with a tight or a loose backward one: the forward values are
+    # the same, the gradient is closer to the reference with the tighter adjoint
+    f = MLPField()
+    y0 = _y0().requires_grad_()
+    ref = torch.autograd.grad(_loss(dsp.odeint(f, y0, T, rtol=1e-11, atol=1e-13)), y0)[0]
+    errs, ys = [], []
+    for art in (1e-3, 1e-11):
+        y = dsp.odeint_adjoint(f, y0, T, rtol=1e-6, atol=1e-8, adjoint_rtol=art,
+                               adjoint_atol=art * 1e-2)
+        ys.append(y.detach())
+        errs.append(float((torch.autograd.grad(_loss(y), y0)[0] - ref).abs().max()))
+    torch.testing.assert_close(ys[0], ys[1], rtol=0, atol=0)
+    assert errs[1] < errs[0]
+    with pytest.raises(ValueError):
+        dsp.odeint_adjoint(f, y0, T, adjoint_rtol=float("nan"))
