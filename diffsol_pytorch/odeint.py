@@ -348,6 +348,79 @@ class _OdeintFunction(torch.autograd.Function):
         )
 
 
+class _EventFunction(torch.autograd.Function):
+    """(event_t, [y0; y(event_t)]) with gradients through the event time.
+
+    With the root condition g(t*, y(t*)) = 0, dt*/dp = -(g_y . Y_p + g_p) / D, D = g_t +
+    g_y . f(t*, y*), and the total derivative of y* is Y_p + f* dt*/dp (Y_p: the
+    sensitivity at a fixed time). So for a loss L(t*, y*) with a = dL/dy*, b = dL/dt*:
+    dL/dp = (a - c g_y / D) . Y_p - c g_p / D with c = b + a . f*, the first term from one
+    adjoint pass with that terminal weight.
+    """
+
+    @staticmethod
+    def forward(ctx, run: _Run, event_fn, found: bool, sign: float, y0flat, *params):
+        y = run.call("forward_checkpointed", run.p, run.times)  # (n, 2)
+        ctx.run, ctx.event_fn, ctx.found, ctx.sign = run, event_fn, found, sign
+        ctx.y0_meta = (y0flat.dtype, y0flat.device)
+        ctx.params = params
+        ctx.yend = y[:, 1].copy()
+        dtype, device = y0flat.dtype, y0flat.device
+        event_t = torch.tensor(sign * float(run.times[1]), dtype=dtype, device=device)
+        return event_t, torch.from_numpy(np.ascontiguousarray(y.T)).to(device=device,
+                                                                         dtype=dtype)
+
+    @staticmethod
+    def backward(ctx, g_t, g_y):
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "diffsol_pytorch.odeint does not support double backward (second derivatives)")
+        run, prob = ctx.run, ctx.run.prob
+        dtype, device = ctx.y0_meta
+        g_y = torch.zeros(2, prob.n, dtype=dtype, device=device) if g_y is None else g_y
+        a = g_y[1].detach().to("cpu", torch.float64)
+        G = a.clone()
+        extra = [None] * len(ctx.params)
+        if ctx.found:
+            b = 0.0 if g_t is None else float(g_t)
+            tstar = torch.tensor(ctx.sign * float(run.times[1]), dtype=dtype, device=device,
+                                 requires_grad=True)
+            ystar = torch.from_numpy(ctx.yend).to(device=device, dtype=dtype).requires_grad_()
+            with torch.enable_grad():
+                gv = torch.as_tensor(ctx.event_fn(tstar, prob.unflatten(ystar))).reshape(())
+                parts = torch.autograd.grad(gv, (tstar, ystar) + tuple(ctx.params),
+                                            allow_unused=True)
+            with torch.no_grad():
+                fstar = prob.flatten_out(prob.func(tstar.detach(), prob.unflatten(ystar.detach())))
+            gt = 0.0 if parts[0] is None else float(parts[0])
+            gy = (torch.zeros(prob.n, dtype=torch.float64) if parts[1] is None
+                  else parts[1].detach().to("cpu", torch.float64))
+            fs = fstar.detach().to("cpu", torch.float64)
+            D = gt + float(gy @ fs)
+            if D == 0.0:
+                raise RuntimeError("event_fn crosses zero tangentially at the event: its time "
+                                   "has no derivative")
+            c = b + float(a @ fs)
+            G = a - (c / D) * gy
+            extra = [None if gp is None else (-c / D) * gp for gp in parts[2:]]
+        g = np.ascontiguousarray(np.stack([
+            g_y[0].detach().to("cpu", torch.float64).numpy(), G.numpy()], axis=1))  # (n, 2)
+        grad = run.call("backward", g)
+        n = prob.n
+        out = [None, None, None, None,
+               torch.from_numpy(grad[:n].copy()).to(device=device, dtype=dtype)]
+        off = n
+        for prm, e in zip(ctx.params, extra):
+            k = prm.numel()
+            gp = torch.from_numpy(grad[off:off + k].copy()).reshape(prm.shape).to(
+                device=prm.device, dtype=prm.dtype)
+            if e is not None:
+                gp = gp + e.to(device=prm.device, dtype=prm.dtype)
+            out.append(gp)
+            off += k
+        return tuple(out)
+
+
 # ---- public functions -----------------------------------------------------------------
 
 
@@ -397,17 +470,21 @@ def _odeint(func, y0, t, rtol, atol, method, options, event_fn, adjoint_params,
         y0flat_t.requires_grad or any(p.requires_grad for p in params))
 
     if event_fn is not None:
-        if needs_grad:
-            raise NotImplementedError(
-                "gradients through event_fn (the event time) are not supported yet: call "
-                "odeint with event_fn under torch.no_grad(), or detach y0 and the parameters"
-            )
         t_end = float(s_times[-1]) if len(s_times) > 1 else float(s_times[0]) + 1e12
         ts, ysol, stop = run.call("solve", run.p, t_end)
         if stop is None:
             event_s, y_end = float(ts[-1]), ysol[:, -1]
         else:
             event_s, y_end = float(stop[0]), ysol[:, -1]
+        _LAST_STATS.clear()
+        _LAST_STATS.update(run.stats())
+        if needs_grad:
+            # the same solve up to the event time, checkpointed, for the adjoint
+            run2 = _Run(prob, np.array([s_times[0], event_s]), y0flat, method, rtol, atol, opts,
+                        None, adjoint_tols)
+            event_t, flat = _EventFunction.apply(run2, event_fn, stop is not None, sign,
+                                                 y0flat_t, *params)
+            return event_t, prob.unflatten(flat)
         flat = np.stack([y0flat, y_end])  # (2, n) like torchdiffeq
         sol = torch.from_numpy(flat).to(device=prob.device, dtype=prob.dtype)
         event_t = torch.tensor(sign * event_s, dtype=prob.dtype, device=prob.device)
@@ -465,7 +542,9 @@ def odeint(func: Callable, y0: Tensors, t: Any, *, rtol: float = 1e-7, atol: flo
     event_fn : callable ``event_fn(t, y)`` -> scalar tensor, optional
         The solve stops at its first root after ``t[0]``; returns ``(event_t, y)``
         with ``y`` of leading dimension 2 (``y0`` and the state at ``event_t``), as in
-        torchdiffeq. Integrates up to ``t[-1]`` at most. No gradients.
+        torchdiffeq. Integrates up to ``t[-1]`` at most. Differentiable: the gradient
+        of the event time and state (implicit function theorem at the root, one adjoint
+        pass over the solve up to the event).
 
     Returns
     -------

@@ -125,8 +125,50 @@ def test_event_fn_stops_at_the_root():
     assert abs(float(event_t) - math.sqrt(4 / g)) < 1e-7
     assert h.shape == (2, 1) and abs(float(h[-1, 0])) < 1e-7
     assert abs(float(v[-1, 0]) + math.sqrt(4 * g)) < 1e-6
-    with pytest.raises(NotImplementedError, match="event"):
-        dsp.odeint(fall, (y0[0].requires_grad_(), y0[1]), t, event_fn=ground)
+
+
+@pytest.mark.gradient
+@pytest.mark.parametrize("method", ["bdf", "tsit45"])
+def test_event_time_and_state_gradients_match_the_closed_form(method):
+    # h' = v, v' = -g from h0 at rest: t* = sqrt(2 h0 / g), v* = -sqrt(2 g h0)
+    grav = torch.tensor(9.81, dtype=torch.float64, requires_grad=True)
+    h0 = torch.tensor([2.0], dtype=torch.float64, requires_grad=True)
+    v0 = torch.tensor([0.0], dtype=torch.float64, requires_grad=True)
+
+    def fall(t, s):
+        return s[1], -grav * torch.ones_like(s[1])
+
+    event_t, (h, v) = dsp.odeint_adjoint(
+        fall, (h0, v0), torch.tensor([0.0, 10.0], dtype=torch.float64),
+        event_fn=lambda t, s: s[0].sum(), adjoint_params=(grav,), rtol=1e-10, atol=1e-12,
+        method=method)
+    loss = event_t + 3.0 * v[-1, 0] + 0.5 * h[0, 0]
+    d_h0, d_v0, d_g = torch.autograd.grad(loss, (h0, v0, grav))
+    gv, hv = 9.81, 2.0
+    ts = math.sqrt(2 * hv / gv)
+    assert abs(float(event_t.detach()) - ts) < 1e-8
+    want_h0 = 1 / math.sqrt(2 * gv * hv) + 3.0 * (-gv / math.sqrt(2 * gv * hv)) + 0.5
+    want_v0 = 1 / gv + 3.0 * 0.0
+    want_g = -ts / (2 * gv) + 3.0 * (-ts / 2)
+    assert abs(float(d_h0) - want_h0) < 1e-6
+    assert abs(float(d_v0) - want_v0) < 1e-6
+    assert abs(float(d_g) - want_g) < 1e-6
+
+
+@pytest.mark.gradient
+def test_event_in_decreasing_time():
+    # y' = -k y backwards from t = 0: y = y0 exp(-k t) reaches 3 at t* = -ln(3 / y0) / k
+    k = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    y0 = torch.tensor([1.0], dtype=torch.float64, requires_grad=True)
+    event_t, y = dsp.odeint_adjoint(lambda t, y: -k * y, y0,
+                                    torch.tensor([0.0, -10.0], dtype=torch.float64),
+                                    event_fn=lambda t, y: y.sum() - 3.0, adjoint_params=(k,),
+                                    rtol=1e-10, atol=1e-12)
+    assert abs(float(event_t.detach()) + math.log(3.0) / 0.5) < 1e-8
+    assert abs(float(y[-1, 0].detach()) - 3.0) < 1e-7
+    d_y0, d_k = torch.autograd.grad(event_t, (y0, k))
+    assert abs(float(d_y0) - 1.0 / 0.5) < 1e-6          # dt*/dy0 = 1 / (k y0)
+    assert abs(float(d_k) - math.log(3.0) / 0.25) < 1e-6  # dt*/dk = ln(3) / k^2
 
 
 # ---- gradients -----------------------------------------------------------------------
