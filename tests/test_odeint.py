@@ -477,3 +477,26 @@ def test_adjoint_tolerances_are_those_of_the_backward_pass():
     assert errs[1] < errs[0]
     with pytest.raises(ValueError):
         dsp.odeint_adjoint(f, y0, T, adjoint_rtol=float("nan"))
+
+
+@pytest.mark.gradient
+@pytest.mark.parametrize("method", ["adams", "dopri5", "tr_bdf2", "esdirk34"])
+def test_gradients_of_the_other_methods(method):
+    # a small field (6 parameters); the low-order SDIRK methods at looser tolerances
+    # (at rtol 1e-10 they take thousands of steps)
+    torch.manual_seed(1)
+    lin = torch.nn.Linear(2, 2).double()
+    f = lambda t, y: torch.tanh(lin(y)) - 0.3 * y  # noqa: E731
+    y0 = _y0().requires_grad_()
+    params = (y0,) + tuple(lin.parameters())
+    ref = torchdiffeq.odeint_adjoint(f, y0, T, rtol=1e-11, atol=1e-12, method="dopri5",
+                                     adjoint_params=tuple(lin.parameters()))
+    gref = torch.autograd.grad(_loss(ref), params)
+    sdirk = method in ("tr_bdf2", "esdirk34")
+    rtol = 1e-8 if sdirk else 1e-10
+    y = dsp.odeint_adjoint(f, y0, T, rtol=rtol, atol=rtol * 1e-2, method=method,
+                           adjoint_params=tuple(lin.parameters()))
+    g = torch.autograd.grad(_loss(y), params)
+    tol = 1e-4 if sdirk else 1e-5
+    for a, b in zip(g, gref):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
