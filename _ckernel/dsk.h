@@ -154,7 +154,10 @@ typedef struct dsk_callbacks {
 
 /* A model over the callbacks (copied; cb->user must outlive the model).
    Forward sensitivities are not available (DSK_E_ARG); reverse mode needs
-   vjp and no stop functions. */
+   vjp and no stop functions.  With jac the Jacobian pattern is dense; without,
+   the implicit methods use the matrix-free DSK_LS_SPGMR (jvp required).  Its
+   table functions find the callbacks through the workspace, which only a
+   dsk_solver prepares: use such a model through a solver. */
 int dsk_model_from_callbacks(const dsk_callbacks *cb, dsk_model **out, dsk_status *st);
 /* The callbacks of a callback model, or NULL for a compiled one. */
 const dsk_callbacks *dsk_model_callbacks(const dsk_model *m);

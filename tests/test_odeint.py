@@ -533,3 +533,20 @@ def test_perf_neural_ode_training_step(benchmark, impl):
 
     gnorm = benchmark(step)
     assert math.isfinite(gnorm) and gnorm > 0
+
+
+@pytest.mark.parametrize("method", ["bdf", "esdirk34"])
+def test_stiff_van_der_pol_matches_scipy_radau(method):
+    from scipy.integrate import solve_ivp
+
+    mu = 100.0
+
+    def vdp(t, y):
+        return torch.stack([y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]])
+
+    t = np.linspace(0.0, 2.0, 5)
+    ref = solve_ivp(lambda t, y: [y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]], (0.0, 2.0),
+                    [2.0, 0.0], method="Radau", t_eval=t, rtol=1e-11, atol=1e-12).y.T
+    y = dsp.odeint(vdp, torch.tensor([2.0, 0.0], dtype=torch.float64), t, method=method,
+                   rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(y.numpy(), ref, rtol=1e-5, atol=1e-6)
