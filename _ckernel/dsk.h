@@ -124,6 +124,44 @@ int dsk_model_mass_values(const dsk_model *m, double t, double *ws, double *work
 const char *dsk_model_path(const dsk_model *m);
 void dsk_model_free(dsk_model *m);
 
+/* ---- callback models (model_callback.c) ---------------------------------------
+   A model whose right-hand side is a set of C callbacks (with a user pointer)
+   instead of generated code: du/dt = F(t, u; theta), u(t0) = y0, outputs =
+   the states.  Its parameter vector is p = [y0 (nstates); theta (ntheta)], so
+   reverse mode returns d/dy0 in grad[0 .. nstates) and d/dtheta after it.
+   Every callback returns 0 on success, > 0 for a recoverable failure and < 0
+   for an unrecoverable one, which stops the solve (DSK_E_MODELFN / SOLVER).
+   The solver may call them from the thread that runs the solve only. */
+typedef struct dsk_callbacks {
+  void *user;
+  int nstates; /* n >= 1 */
+  int ntheta;  /* parameters besides y0 (>= 0) */
+  int nstop;   /* number of stop (event) functions; 0 without */
+  /* f = F(t, y; theta); required.  A non-finite f counts as recoverable. */
+  int (*rhs)(void *user, double t, const double *y, const double *theta, double *f);
+  /* dense J = dF/dy, column-major: J[j * n + i] = dF_i / dy_j (optional) */
+  int (*jac)(void *user, double t, const double *y, const double *theta, double *J);
+  /* f = F and jv = dF/dy . v (optional; builds J with n products when jac is
+     NULL; an implicit method needs jac or jvp) */
+  int (*jvp)(void *user, double t, const double *y, const double *theta, const double *v,
+             double *f, double *jv);
+  /* ybar = (dF/dy)^T w, thbar = (dF/dtheta)^T w (ntheta); needed by reverse mode */
+  int (*vjp)(void *user, double t, const double *y, const double *theta, const double *w,
+             double *ybar, double *thbar);
+  /* g = stop(t, y) (nstop values); needed when nstop > 0 */
+  int (*stop)(void *user, double t, const double *y, const double *theta, double *g);
+} dsk_callbacks;
+
+/* A model over the callbacks (copied; cb->user must outlive the model).
+   Forward sensitivities are not available (DSK_E_ARG); reverse mode needs
+   vjp and no stop functions.  With jac the Jacobian pattern is dense; without,
+   the implicit methods use the matrix-free DSK_LS_SPGMR (jvp required).  Its
+   table functions find the callbacks through the workspace, which only a
+   dsk_solver prepares: use such a model through a solver. */
+int dsk_model_from_callbacks(const dsk_callbacks *cb, dsk_model **out, dsk_status *st);
+/* The callbacks of a callback model, or NULL for a compiled one. */
+const dsk_callbacks *dsk_model_callbacks(const dsk_model *m);
+
 /* ---- solvers ------------------------------------------------------------ */
 
 /* Integration methods.  DSK_BDF is CVODES BDF for a model without M and
@@ -145,7 +183,10 @@ typedef enum dsk_linsol {
   DSK_LS_DENSE = 1,   /* SUNDENSE for small systems, LAPACK above DSK_LS_LAPACK_MIN */
   DSK_LS_KLU = 2,     /* SUNSparseMatrix (CSC) + SUNLinSol_KLU */
   DSK_LS_LAPACK = 3,  /* SUNDenseMatrix + OpenBLAS dgetrf/dgetrs */
-  DSK_LS_SUNDENSE = 4 /* SUNDenseMatrix + SUNLinSol_Dense */
+  DSK_LS_SUNDENSE = 4, /* SUNDenseMatrix + SUNLinSol_Dense */
+  DSK_LS_SPGMR = 5     /* matrix-free Newton-Krylov: SUNLinSol_SPGMR (no preconditioner)
+                          with Jacobian-vector products from the model's tangent code;
+                          models without M.  The default of callback models without jac. */
 } dsk_linsol;
 
 /* Thresholds of DSK_LS_AUTO / DSK_LS_DENSE (docs/solvers.md,
@@ -165,6 +206,10 @@ typedef struct dsk_solver_options {
   double h0;             /* initial step, 0 = solver's choice */
   long max_steps;        /* per output interval as well as in total */
   int linear_solver;     /* dsk_linsol */
+  int checkpoint_steps;  /* reverse mode: integration steps between checkpoints
+                            (0: 100 for bdf/adams, 20 for the ARKODE methods) */
+  double adjoint_rtol;   /* reverse mode: tolerances of the backward (adjoint and */
+  double adjoint_atol;   /* quadrature) integration; 0: rtol and atol */
 } dsk_solver_options;
 
 void dsk_solver_options_default(dsk_solver_options *o);

@@ -174,6 +174,8 @@ int dsk_model_jac_values(const dsk_model *m, double t, const double *u, double *
                          double *work, double *values) {
   int n = m->jac.ncols;
   sweep_ctx c = {t, u, ws, dws, work + n};
+  if (dsk_model_cb_has_jac(m)) return dsk_model_cb_jac(m, t, u, ws, values); /* dense */
+  if (!m->tab->jvp_x[DSK_FN_RHS]) return -1; /* refused by dsk_solver_create */
   return coloured_values(m, &m->jac, &m->jac_col, rhs_sweep, &c, work, work + 2 * (size_t)n,
                          values);
 }

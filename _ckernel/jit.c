@@ -580,6 +580,7 @@ const char *dsk_model_path(const dsk_model *m) { return m ? m->path : NULL; }
 void dsk_model_free(dsk_model *m) {
   if (!m) return;
   dsk_model_free_patterns(m);
+  dsk_model_cb_free(m);
   if (m->dl) dlclose(m->dl);
   free(m);
 }

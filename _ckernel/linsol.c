@@ -23,6 +23,7 @@
 #include <openblas_config.h>
 #include <sunlinsol/sunlinsol_dense.h>
 #include <sunlinsol/sunlinsol_klu.h>
+#include <sunlinsol/sunlinsol_spgmr.h>
 #include <sunmatrix/sunmatrix_dense.h>
 #include <sunmatrix/sunmatrix_sparse.h>
 
@@ -281,6 +282,12 @@ SUNLinearSolver dsk_linsol_lapack(N_Vector y, SUNMatrix A, SUNContext ctx) {
 
 static int make_pair(dsk_solver *s, SUNMatrix *A, SUNLinearSolver *LS, dsk_status *st) {
   sunindextype n = (sunindextype)s->n;
+  if (s->linsol == DSK_LS_SPGMR) {
+    *A = NULL;
+    *LS = SUNLinSol_SPGMR(s->y, SUN_PREC_NONE, 0, s->ctx);
+    if (!*LS) return dsk_status_set(st, DSK_E_NOMEM, "SUNLinSol_SPGMR failed");
+    return DSK_OK;
+  }
   if (s->linsol == DSK_LS_KLU) {
     *A = SUNSparseMatrix(n, n, (sunindextype)s->U.nnz, CSC_MAT, s->ctx);
     if (!*A) return dsk_status_set(st, DSK_E_NOMEM, "SUNSparseMatrix failed");
@@ -306,6 +313,15 @@ int dsk_lin_create(dsk_solver *s, int with_mass, dsk_status *st) {
   int rc = make_pair(s, &s->A, &s->LS, st);
   if (rc == DSK_OK && with_mass) rc = make_pair(s, &s->Mmat, &s->MLS, st);
   return rc;
+}
+
+int dsk_lin_jtimes(N_Vector v, N_Vector Jv, double t, N_Vector y, N_Vector fy, void *data,
+                   N_Vector tmp) {
+  dsk_solver *s = data;
+  (void)fy;
+  int rc = s->tab->jvp_x[DSK_FN_RHS](t, NV_DATA_S(y), NV_DATA_S(v), s->ws, s->dws, NV_DATA_S(tmp),
+                                     NV_DATA_S(Jv));
+  return rc ? dsk_solver_model_failed(s, "rhs (Jacobian-vector product)", rc, t) : 0;
 }
 
 void dsk_lin_free(dsk_solver *s) {

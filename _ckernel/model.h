@@ -22,6 +22,7 @@ struct dsk_model {
   dsk_sparsity mass;        /* d (M v) / dv; owned; nnz 0 without M */
   dsk_coloring jac_col;     /* colouring of jac's columns */
   dsk_coloring mass_col;    /* colouring of mass's columns */
+  struct dsk_cb_data *cb;   /* model_callback.c: the callbacks and table, or NULL */
 };
 
 /* jit.c: dsk_jit_load without attaching a Jacobian pattern. */
@@ -35,5 +36,16 @@ int dsk_model_attach_patterns(dsk_model *m, dsk_sparsity *jac, dsk_sparsity *mas
 /* jac.c: free the patterns and colouring. */
 void dsk_model_free_patterns(dsk_model *m);
 void dsk_sparsity_free(dsk_sparsity *s);
+
+/* model_callback.c: for a callback model, store what its table functions
+   need in a workspace just init'ed (a no-op for compiled models). */
+void dsk_model_bind_ws(const dsk_model *m, double *ws);
+/* model_callback.c: the dense Jacobian from the callback model's jac
+   callback (m->cb set, with jac) in the dense pattern's order. */
+int dsk_model_cb_jac(const dsk_model *m, double t, const double *u, const double *ws,
+                     double *values);
+/* model_callback.c: 1 when m is a callback model with a jac callback. */
+int dsk_model_cb_has_jac(const dsk_model *m);
+void dsk_model_cb_free(dsk_model *m);
 
 #endif

@@ -51,6 +51,7 @@
 #include <string.h>
 
 #include <cvodes/cvodes.h>
+#include <sunlinsol/sunlinsol_spgmr.h>
 #include <idas/idas.h>
 #include <sunlinsol/sunlinsol_dense.h>
 #include <sunlinsol/sunlinsol_klu.h>
@@ -59,7 +60,8 @@
 
 #include "solve.h"
 
-#define DSK_ADJ_STEPS 100 /* integration steps between checkpoints */
+#define DSK_ADJ_STEPS 100 /* integration steps between checkpoints (default) */
+#define ck_steps(s) ((s)->opt.checkpoint_steps > 0 ? (s)->opt.checkpoint_steps : DSK_ADJ_STEPS)
 
 struct adj_events;
 static int idas_jump(dsk_solver *s, double t, const double *u, const double *up, double *grad,
@@ -161,6 +163,13 @@ static int adjoint_state(dsk_solver *s, dsk_status *st) {
 /* Reverse mode runs on CVODES (bdf and adams on models without M) and IDAS
    (bdf on models with M), with or without events (see the end of the file). */
 static int check_supported(const dsk_solver *s, dsk_status *st) {
+  if (!s->tab->vjp_x[DSK_FN_RHS] || !s->tab->vjp_p[DSK_FN_RHS])
+    return dsk_status_set(st, DSK_E_ARG, "reverse mode needs the model's vector-Jacobian "
+                                         "products (a callback model without vjp)");
+  if (s->nstop > 0 && !s->tab->vjp_x[DSK_FN_STOP])
+    return dsk_status_set(st, DSK_E_ARG,
+                          "reverse mode through events needs the derivatives of stop and "
+                          "reset (not available for callback models)");
   if (s->be != &dsk_backend_cvodes && s->be != &dsk_backend_idas)
     return dsk_status_set(st, DSK_E_ARG,
                           "reverse mode is available for method 'bdf' or 'adams' (CVODES, or "
@@ -244,6 +253,18 @@ static int jac_b(realtype t, N_Vector y, N_Vector yB, N_Vector fyB, SUNMatrix JB
   return 0;
 }
 
+/* JvB = -(dF/du)^T vB (matrix-free backward problem), from the adjoint code. */
+static int jtimes_b(N_Vector vB, N_Vector JvB, realtype t, N_Vector y, N_Vector yB, N_Vector fyB,
+                    void *data, N_Vector tmpB) {
+  dsk_solver *s = data;
+  double *out = NV_DATA_S(JvB);
+  (void)yB, (void)fyB, (void)tmpB;
+  int rc = s->tab->vjp_x[DSK_FN_RHS](t, NV_DATA_S(y), NV_DATA_S(vB), s->ws, s->adj->bws, out);
+  if (rc) return dsk_solver_model_failed(s, "rhs_vjp (adjoint)", rc, t);
+  for (int i = 0; i < s->n; i++) out[i] = -out[i];
+  return 0;
+}
+
 int dsk_adjoint_fail(dsk_solver *s, int flag, const char *call, dsk_status *st) {
   if (flag >= 0) return DSK_OK;
   int rc = dsk_solver_fail(s, flag, st);
@@ -276,7 +297,10 @@ static int start_backward(dsk_solver *s, double tB0, dsk_status *st) {
   flag = CVodeCreateB(s->mem, s->opt.method == DSK_ADAMS ? CV_ADAMS : CV_BDF, &a->which);
   if (flag < 0) return cv_fail(s, flag, "CVodeCreateB", st);
   /* the linear solver of the forward problem, on the transposed pattern */
-  if (s->linsol == DSK_LS_KLU) {
+  if (s->linsol == DSK_LS_SPGMR) {
+    a->AB = NULL;
+    a->LSB = SUNLinSol_SPGMR(a->yB, SUN_PREC_NONE, 0, s->ctx);
+  } else if (s->linsol == DSK_LS_KLU) {
     int rc = transpose_pattern(s, st);
     if (rc != DSK_OK) return rc;
     a->AB = SUNSparseMatrix(s->n, s->n, s->U.nnz, CSC_MAT, s->ctx);
@@ -292,24 +316,28 @@ static int start_backward(dsk_solver *s, double tB0, dsk_status *st) {
              : s->linsol == DSK_LS_LAPACK ? dsk_linsol_lapack(a->yB, a->AB, s->ctx)
                                           : SUNLinSol_Dense(a->yB, a->AB, s->ctx);
   }
-  if (!a->AB || !a->LSB) return dsk_status_set(st, DSK_E_NOMEM, "out of memory (adjoint)");
+  if ((!a->AB && s->linsol != DSK_LS_SPGMR) || !a->LSB)
+    return dsk_status_set(st, DSK_E_NOMEM, "out of memory (adjoint)");
   const char *call = "CVodeInitB";
   flag = CVodeInitB(s->mem, a->which, rhs_b, tB0, a->yB);
   if (flag == CV_SUCCESS) call = "CVodeSetUserDataB", flag = CVodeSetUserDataB(s->mem, a->which, s);
   if (flag == CV_SUCCESS)
     call = "CVodeSStolerancesB",
-    flag = CVodeSStolerancesB(s->mem, a->which, s->opt.rtol, s->opt.atol > 0 ? s->opt.atol : 1e-12);
+    flag = CVodeSStolerancesB(s->mem, a->which, DSK_ADJ_RTOL(s), DSK_ADJ_ATOL(s));
   if (flag == CV_SUCCESS)
     call = "CVodeSetMaxNumStepsB", flag = CVodeSetMaxNumStepsB(s->mem, a->which, s->opt.max_steps);
   if (flag == CV_SUCCESS)
     call = "CVodeSetLinearSolverB", flag = CVodeSetLinearSolverB(s->mem, a->which, a->LSB, a->AB);
-  if (flag == CV_SUCCESS) call = "CVodeSetJacFnB", flag = CVodeSetJacFnB(s->mem, a->which, jac_b);
+  if (flag == CV_SUCCESS && s->linsol == DSK_LS_SPGMR)
+    call = "CVodeSetJacTimesB", flag = CVodeSetJacTimesB(s->mem, a->which, NULL, jtimes_b);
+  else if (flag == CV_SUCCESS)
+    call = "CVodeSetJacFnB", flag = CVodeSetJacFnB(s->mem, a->which, jac_b);
   if (flag == CV_SUCCESS && np > 0) {
     call = "CVodeQuadInitB", flag = CVodeQuadInitB(s->mem, a->which, quad_b, a->qB);
     if (flag == CV_SUCCESS)
       call = "CVodeQuadSStolerancesB",
-      flag = CVodeQuadSStolerancesB(s->mem, a->which, s->opt.rtol,
-                                    s->opt.atol > 0 ? s->opt.atol : 1e-12);
+      flag = CVodeQuadSStolerancesB(s->mem, a->which, DSK_ADJ_RTOL(s),
+                                    DSK_ADJ_ATOL(s));
     if (flag == CV_SUCCESS)
       call = "CVodeSetQuadErrConB", flag = CVodeSetQuadErrConB(s->mem, a->which, SUNTRUE);
   }
@@ -443,7 +471,7 @@ static int start_backward_idas(dsk_solver *s, double tB0, dsk_status *st) {
     if (flag == IDA_SUCCESS) call = "IDASetUserDataB", flag = IDASetUserDataB(s->mem, a->which, s);
     if (flag == IDA_SUCCESS)
       call = "IDASStolerancesB",
-      flag = IDASStolerancesB(s->mem, a->which, s->opt.rtol, s->opt.atol > 0 ? s->opt.atol : 1e-12);
+      flag = IDASStolerancesB(s->mem, a->which, DSK_ADJ_RTOL(s), DSK_ADJ_ATOL(s));
     if (flag == IDA_SUCCESS)
       call = "IDASetMaxNumStepsB", flag = IDASetMaxNumStepsB(s->mem, a->which, s->opt.max_steps);
     if (flag == IDA_SUCCESS)
@@ -453,8 +481,8 @@ static int start_backward_idas(dsk_solver *s, double tB0, dsk_status *st) {
       call = "IDAQuadInitB", flag = IDAQuadInitB(s->mem, a->which, quad_idas_b, a->qB);
       if (flag == IDA_SUCCESS)
         call = "IDAQuadSStolerancesB",
-        flag = IDAQuadSStolerancesB(s->mem, a->which, s->opt.rtol,
-                                    s->opt.atol > 0 ? s->opt.atol : 1e-12);
+        flag = IDAQuadSStolerancesB(s->mem, a->which, DSK_ADJ_RTOL(s),
+                                    DSK_ADJ_ATOL(s));
       if (flag == IDA_SUCCESS)
         call = "IDASetQuadErrConB", flag = IDASetQuadErrConB(s->mem, a->which, SUNTRUE);
     }
@@ -632,9 +660,9 @@ int dsk_solver_forward_checkpointed(dsk_solver *s, const double *p, const double
   if (rc != DSK_OK) return rc;
   {
     int flag = dae ? (a->initialised ? IDAAdjReInit(s->mem)
-                                     : IDAAdjInit(s->mem, DSK_ADJ_STEPS, IDA_HERMITE))
+                                     : IDAAdjInit(s->mem, ck_steps(s), IDA_HERMITE))
                    : (a->initialised ? CVodeAdjReInit(s->mem)
-                                     : CVodeAdjInit(s->mem, DSK_ADJ_STEPS, CV_HERMITE));
+                                     : CVodeAdjInit(s->mem, ck_steps(s), CV_HERMITE));
     if (flag < 0) return cv_fail(s, flag, dae ? "IDAAdjInit" : "CVodeAdjInit", st);
     a->initialised = 1;
   }
@@ -1117,7 +1145,7 @@ static int rerun_segment(dsk_solver *s, int i, double t_end, dsk_status *st) {
     flag = IDARootInit(s->mem, 0, NULL);
     if (flag >= 0) flag = IDASetStopTime(s->mem, t_end);
     if (flag < 0) return ida_fail(s, flag, "IDASetStopTime", st);
-    flag = a->initialised ? IDAAdjReInit(s->mem) : IDAAdjInit(s->mem, DSK_ADJ_STEPS, IDA_HERMITE);
+    flag = a->initialised ? IDAAdjReInit(s->mem) : IDAAdjInit(s->mem, ck_steps(s), IDA_HERMITE);
     if (flag < 0) return ida_fail(s, flag, "IDAAdjInit", st);
     a->initialised = 1;
     flag = IDASolveF(s->mem, t_end, &tret, s->y, s->yp, IDA_NORMAL, &ncheck);
@@ -1126,7 +1154,7 @@ static int rerun_segment(dsk_solver *s, int i, double t_end, dsk_status *st) {
   flag = CVodeRootInit(s->mem, 0, NULL);
   if (flag >= 0) flag = CVodeSetStopTime(s->mem, t_end);
   if (flag < 0) return cv_fail(s, flag, "CVodeSetStopTime", st);
-  flag = a->initialised ? CVodeAdjReInit(s->mem) : CVodeAdjInit(s->mem, DSK_ADJ_STEPS, CV_HERMITE);
+  flag = a->initialised ? CVodeAdjReInit(s->mem) : CVodeAdjInit(s->mem, ck_steps(s), CV_HERMITE);
   if (flag < 0) return cv_fail(s, flag, "CVodeAdjInit", st);
   a->initialised = 1;
   flag = CVodeF(s->mem, t_end, s->y, &tret, CV_NORMAL, &ncheck);

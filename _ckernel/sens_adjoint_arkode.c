@@ -70,12 +70,19 @@ struct dsk_adjoint_ark {
   double *bws, *gj, *ubar, *pbar, *uf;
 };
 
-void dsk_adjoint_arkode_free(dsk_solver *s) {
-  struct dsk_adjoint_ark *a = s->adj_ark;
-  if (!a) return;
+/* Frees the backward problem's memory and linear solver (re-created by start_b). */
+static void free_bmem(struct dsk_adjoint_ark *a) {
   if (a->bmem) ARKStepFree(&a->bmem);
   if (a->LS) SUNLinSolFree(a->LS);
   if (a->A) SUNMatDestroy(a->A);
+  a->bmem = NULL, a->LS = NULL, a->A = NULL;
+  a->bmem_ready = 0;
+}
+
+void dsk_adjoint_arkode_free(dsk_solver *s) {
+  struct dsk_adjoint_ark *a = s->adj_ark;
+  if (!a) return;
+  free_bmem(a);
   if (a->Y) N_VDestroy(a->Y);
   if (a->vmid) N_VDestroy(a->vmid);
   free(a->rm);
@@ -110,6 +117,13 @@ static int ark_state(dsk_solver *s, dsk_status *st) {
 }
 
 static int check_supported(const dsk_solver *s, dsk_status *st) {
+  if (!s->tab->vjp_x[DSK_FN_RHS] || !s->tab->vjp_p[DSK_FN_RHS])
+    return dsk_status_set(st, DSK_E_ARG, "reverse mode needs the model's vector-Jacobian "
+                                         "products (a callback model without vjp)");
+  if (s->linsol == DSK_LS_SPGMR)
+    return dsk_status_set(st, DSK_E_ARG,
+                          "reverse mode of the implicit ARKODE methods with the matrix-free "
+                          "linear solver (spgmr) is not available; use method 'bdf'");
   if (s->has_mass)
     return dsk_status_set(st, DSK_E_ARG,
                           "reverse mode with method '%s' (ARKODE) is not available for models "
@@ -154,6 +168,7 @@ int dsk_arkode_forward_checkpointed(dsk_solver *s, const double *p, const double
   struct dsk_adjoint_ark *a;
   int rc;
   long steps = 0;
+  long ck_every = s->opt.checkpoint_steps > 0 ? s->opt.checkpoint_steps : DSK_ARK_CK_STEPS;
   dsk_status_clear(st);
   rc = dsk_solver_check_times(s, times, nt, st);
   if (rc == DSK_OK) rc = dsk_solver_check_params(s, p, st);
@@ -183,7 +198,7 @@ int dsk_arkode_forward_checkpointed(dsk_solver *s, const double *p, const double
       }
       s->t_cur = tret;
       steps++;
-      if (steps % DSK_ARK_CK_STEPS == 0 && tret < times[j]) rc = push_ck(a, tret, u, -1, st);
+      if (steps % ck_every == 0 && tret < times[j]) rc = push_ck(a, tret, u, -1, st);
     }
     if (rc != DSK_OK) break;
     rc = push_ck(a, times[j], u, j, st);
@@ -325,7 +340,7 @@ static int start_b(dsk_solver *s, double tB0, dsk_status *st) {
   struct dsk_adjoint_ark *a = s->adj_ark;
   int expl = !s->implicit, flag;
   const char *call = "ARKStepReInit";
-  double atol = s->opt.atol > 0 ? s->opt.atol : 1e-12;
+  double atol = DSK_ADJ_ATOL(s);
   if (!a->bmem_ready) {
     a->bmem = ARKStepCreate(expl ? rhs_b : NULL, expl ? NULL : rhs_b, tB0, a->Y, s->ctx);
     if (!a->bmem) return dsk_status_set(st, DSK_E_NOMEM, "ARKStepCreate failed (adjoint)");
@@ -357,7 +372,7 @@ static int start_b(dsk_solver *s, double tB0, dsk_status *st) {
     flag = ARKStepReInit(a->bmem, expl ? rhs_b : NULL, expl ? NULL : rhs_b, tB0, a->Y);
   }
   if (flag == ARK_SUCCESS) call = "ARKStepSStolerances",
-                           flag = ARKStepSStolerances(a->bmem, s->opt.rtol, atol);
+                           flag = ARKStepSStolerances(a->bmem, DSK_ADJ_RTOL(s), atol);
   if (flag == ARK_SUCCESS)
     call = "ARKStepSetMaxNumSteps", flag = ARKStepSetMaxNumSteps(a->bmem, s->opt.max_steps);
   return ark_fail(s, flag, call, st);
@@ -426,7 +441,12 @@ int dsk_arkode_backward(dsk_solver *s, const double *g, double *grad, dsk_status
       restart = 1;
     }
   }
-  if (rc != DSK_OK) return rc;
+  if (rc != DSK_OK) {
+    /* ARKStepReInit keeps some state of an aborted integration (the step
+       direction): the next pass starts from a fresh backward memory */
+    free_bmem(a);
+    return rc;
+  }
   /* the integral: q(t0) = -int_t0^T lambda^T F_p */
   for (int k = 0; k < np; k++) grad[k] -= NV_Ith_S(a->Y, a->n + k);
   /* the initial state: lambda(t0)^T du0/dp */

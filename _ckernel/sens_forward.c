@@ -904,6 +904,9 @@ int dsk_solver_forward(dsk_solver *s, const double *p, const double *times, int 
   if (nout > 0 && np > 0 && !sens)
     return dsk_status_set(st, DSK_E_ARG, "output array sens is NULL");
   if (np == 0) return dsk_solver_solve_dense(s, p, times, nt, y, st);
+  if (!s->tab->jvp_p[DSK_FN_RHS] || !s->tab->jvp_x[DSK_FN_RHS])
+    return dsk_status_set(st, DSK_E_ARG, "forward sensitivities need the model's tangent code "
+                                         "(not available for callback models): use reverse mode");
   if (!s->fwd) {
     rc = forward_create(s, st);
     if (rc != DSK_OK) {

@@ -71,8 +71,14 @@ void dsk_solver_options_default(dsk_solver_options *o) {
 static int check_options(const dsk_solver_options *o, int n, dsk_status *st) {
   if (o->method < 0 || o->method >= DSK_NMETHODS)
     return dsk_status_set(st, DSK_E_ARG, "unknown solver method %d", o->method);
-  if (o->linear_solver < DSK_LS_AUTO || o->linear_solver > DSK_LS_SUNDENSE)
+  if (o->linear_solver < DSK_LS_AUTO || o->linear_solver > DSK_LS_SPGMR)
     return dsk_status_set(st, DSK_E_ARG, "unknown linear solver %d", o->linear_solver);
+  if (!(isfinite(o->adjoint_rtol) && o->adjoint_rtol >= 0 && isfinite(o->adjoint_atol) &&
+        o->adjoint_atol >= 0))
+    return dsk_status_set(st, DSK_E_ARG, "adjoint_rtol and adjoint_atol must be finite and >= 0");
+  if (o->checkpoint_steps < 0)
+    return dsk_status_set(st, DSK_E_ARG, "checkpoint_steps must be >= 0 (got %d)",
+                          o->checkpoint_steps);
   if (!(isfinite(o->rtol) && o->rtol >= 0))
     return dsk_status_set(st, DSK_E_ARG, "rtol must be finite and >= 0 (got %g)", o->rtol);
   if (!o->atol_vec && !(isfinite(o->atol) && o->atol >= 0))
@@ -113,6 +119,7 @@ const char *dsk_solver_linsol_name(const dsk_solver *s) {
   case DSK_LS_SUNDENSE: return "dense";
   case DSK_LS_LAPACK: return "lapack";
   case DSK_LS_KLU: return "klu";
+  case DSK_LS_SPGMR: return "spgmr";
   default: return "none";
   }
 }
@@ -141,6 +148,20 @@ void dsk_solver_free(dsk_solver *s) {
 static int choose_linsol(dsk_solver *s, dsk_status *st) {
   int n = s->n, want = s->opt.linear_solver;
   double density = (double)s->U.nnz / ((double)n * (double)n);
+  int cb_no_jac = dsk_model_callbacks(s->model) && !dsk_model_cb_has_jac(s->model);
+  if (want == DSK_LS_AUTO && cb_no_jac) want = DSK_LS_SPGMR;
+  if (cb_no_jac && want != DSK_LS_SPGMR)
+    return dsk_status_set(st, DSK_E_ARG, "a callback model without jac takes the matrix-free "
+                                         "linear solver only (linear_solver='spgmr')");
+  if (want == DSK_LS_SPGMR) {
+    if (s->has_mass)
+      return dsk_status_set(st, DSK_E_ARG,
+                            "linear_solver='spgmr' is not available for models with M");
+    if (!s->tab->jvp_x[DSK_FN_RHS])
+      return dsk_status_set(st, DSK_E_ARG, "linear_solver='spgmr' needs Jacobian-vector products");
+    s->linsol = want;
+    return DSK_OK;
+  }
   if (want == DSK_LS_AUTO)
     want = (n >= DSK_LS_KLU_MIN && density <= DSK_LS_KLU_DENSITY) ? DSK_LS_KLU : DSK_LS_DENSE;
   if (want == DSK_LS_DENSE) want = n >= DSK_LS_LAPACK_MIN ? DSK_LS_LAPACK : DSK_LS_SUNDENSE;
@@ -207,6 +228,13 @@ int dsk_solver_create(const dsk_model *m, const dsk_solver_options *o, dsk_solve
                           "method 'adams' (CVODES) cannot take a mass matrix M; use "
                           "method='bdf' (IDAS)");
 
+  if ((o->method == DSK_BDF || o->method == DSK_ADAMS || o->method == DSK_TR_BDF2 ||
+       o->method == DSK_ESDIRK34) &&
+      !tab->jvp_x[DSK_FN_RHS] && !dsk_model_cb_has_jac(m))
+    return dsk_status_set(st, DSK_E_ARG,
+                          "an implicit method needs the Jacobian: the callback model has "
+                          "neither jac nor jvp; use an explicit method (tsit45, dopri5)");
+
   dsk_solver *s = calloc(1, sizeof *s);
   if (!s) return dsk_status_set(st, DSK_E_NOMEM, "out of memory");
   s->model = m;
@@ -238,6 +266,7 @@ int dsk_solver_create(const dsk_model *m, const dsk_solver_options *o, dsk_solve
     return dsk_status_set(st, DSK_E_NOMEM, "out of memory");
   }
   int frc = tab->init(s->ws);
+  dsk_model_bind_ws(m, s->ws);
   if (frc) {
     dsk_solver_free(s);
     rc = dsk_status_set(st, DSK_E_MODELFN, "model function init returned %d", frc);

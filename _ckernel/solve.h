@@ -158,6 +158,12 @@ void dsk_forward_free(dsk_solver *s);
 
 /* ---- sens_adjoint.c ------------------------------------------------------------ */
 
+/* Tolerances of the backward integrations: the adjoint options, else the forward's. */
+#define DSK_ADJ_RTOL(s) ((s)->opt.adjoint_rtol > 0 ? (s)->opt.adjoint_rtol : (s)->opt.rtol)
+#define DSK_ADJ_ATOL(s)                                                                  \
+  ((s)->opt.adjoint_atol > 0 ? (s)->opt.adjoint_atol                                     \
+                             : ((s)->opt.atol > 0 ? (s)->opt.atol : 1e-12))
+
 void dsk_adjoint_free(dsk_solver *s);
 /* DSK_OK for flag >= 0, else dsk_solver_fail with " (in CALL, adjoint)" appended. */
 int dsk_adjoint_fail(dsk_solver *s, int flag, const char *call, dsk_status *st);
@@ -191,6 +197,10 @@ void dsk_lin_assemble(dsk_solver *s, SUNMatrix A, double cj, double cm);
    *algebraic to the number of zero columns; returns 1 when singular. */
 int dsk_lin_mass_singular(dsk_solver *s, int *algebraic);
 void dsk_lin_free(dsk_solver *s);
+/* Jv = (dF/du) v from the model's tangent code: the Jacobian-times-vector
+   function of the matrix-free linear solver (DSK_LS_SPGMR), CVODES and ARKODE. */
+int dsk_lin_jtimes(N_Vector v, N_Vector Jv, double t, N_Vector y, N_Vector fy, void *data,
+                   N_Vector tmp);
 
 /* Dense LU from LAPACK (OpenBLAS dgetrf / dgetrs) over a SUNDenseMatrix. */
 SUNLinearSolver dsk_linsol_lapack(N_Vector y, SUNMatrix A, SUNContext ctx);

@@ -123,7 +123,10 @@ static int ark_create(dsk_solver *s, dsk_status *st) {
   if (flag == ARK_SUCCESS && s->implicit) {
     call = "ARKStepSetLinearSolver";
     flag = ARKStepSetLinearSolver(s->mem, s->LS, s->A);
-    if (flag == ARK_SUCCESS) call = "ARKStepSetJacFn", flag = ARKStepSetJacFn(s->mem, ark_jac);
+    if (flag == ARK_SUCCESS && s->linsol == DSK_LS_SPGMR)
+      call = "ARKStepSetJacTimes", flag = ARKStepSetJacTimes(s->mem, NULL, dsk_lin_jtimes);
+    else if (flag == ARK_SUCCESS)
+      call = "ARKStepSetJacFn", flag = ARKStepSetJacFn(s->mem, ark_jac);
     /* With ARKODE's default Newton tolerance (0.1 of the error tolerance)
        both DIRK tables fail the error test repeatedly on Robertson at
        rtol 1e-8 (step size collapse around t = 100); a tighter Newton

@@ -48,7 +48,10 @@ static int cv_create(dsk_solver *s, dsk_status *st) {
   if (flag == CV_SUCCESS) call = "CVodeInit", flag = CVodeInit(s->mem, cv_rhs, s->opt.t0, s->y);
   if (flag == CV_SUCCESS)
     call = "CVodeSetLinearSolver", flag = CVodeSetLinearSolver(s->mem, s->LS, s->A);
-  if (flag == CV_SUCCESS) call = "CVodeSetJacFn", flag = CVodeSetJacFn(s->mem, cv_jac);
+  if (flag == CV_SUCCESS && s->linsol == DSK_LS_SPGMR)
+    call = "CVodeSetJacTimes", flag = CVodeSetJacTimes(s->mem, NULL, dsk_lin_jtimes);
+  else if (flag == CV_SUCCESS)
+    call = "CVodeSetJacFn", flag = CVodeSetJacFn(s->mem, cv_jac);
   if (flag == CV_SUCCESS && s->nstop > 0)
     call = "CVodeRootInit", flag = CVodeRootInit(s->mem, s->nstop, cv_root);
   if (flag == CV_SUCCESS && s->nstop > 0)

@@ -13,6 +13,7 @@ from diffsol_pytorch.errors import (
     SolverError as SolverError,
 )
 from diffsol_pytorch.layer import DiffsolLayer as DiffsolLayer
+from diffsol_pytorch.odeint import odeint as odeint, odeint_adjoint as odeint_adjoint
 from diffsol_pytorch.module import (
     Checkpoint as Checkpoint,
     DiffsolModule as DiffsolModule,
@@ -47,6 +48,8 @@ __all__ = [
     "SolverError",
     "__version__",
     "clear_module_cache",
+    "odeint",
+    "odeint_adjoint",
     "reverse_mode",
     "set_module_cache_size",
     "solve_dense",

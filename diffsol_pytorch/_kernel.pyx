@@ -80,6 +80,22 @@ cdef extern from "dsk.h" nogil:
     const char *dsk_model_path(const dsk_model *m)
     void dsk_model_free(dsk_model *m)
 
+    # callback models
+    ctypedef struct dsk_callbacks:
+        void *user
+        int nstates
+        int ntheta
+        int nstop
+        int (*rhs)(void *user, double t, const double *y, const double *theta, double *f)
+        int (*jac)(void *user, double t, const double *y, const double *theta, double *J)
+        int (*jvp)(void *user, double t, const double *y, const double *theta,
+                   const double *v, double *f, double *jv)
+        int (*vjp)(void *user, double t, const double *y, const double *theta,
+                   const double *w, double *ybar, double *thbar)
+        int (*stop)(void *user, double t, const double *y, const double *theta, double *g)
+
+    int dsk_model_from_callbacks(const dsk_callbacks *cb, dsk_model **out, dsk_status *st)
+
     # solvers
     ctypedef enum dsk_method:
         DSK_BDF
@@ -95,6 +111,7 @@ cdef extern from "dsk.h" nogil:
         DSK_LS_KLU
         DSK_LS_LAPACK
         DSK_LS_SUNDENSE
+        DSK_LS_SPGMR
 
     int DSK_LS_LAPACK_MIN
     int DSK_LS_KLU_MIN
@@ -109,6 +126,9 @@ cdef extern from "dsk.h" nogil:
         double h0
         long max_steps
         int linear_solver
+        int checkpoint_steps
+        double adjoint_rtol
+        double adjoint_atol
 
     void dsk_solver_options_default(dsk_solver_options *o)
 
@@ -178,6 +198,7 @@ LINEAR_SOLVERS = {
     "klu": DSK_LS_KLU,
     "lapack": DSK_LS_LAPACK,
     "sundials_dense": DSK_LS_SUNDENSE,
+    "spgmr": DSK_LS_SPGMR,
 }
 
 #: thresholds of linear_solver="auto" (see docs/solvers.md)
@@ -420,7 +441,8 @@ cdef class Solver:
         self.ptr = NULL
 
     def __init__(self, Model model not None, double rtol=1e-6, atol=1e-6, double t0=0.0,
-                 h0=None, long max_steps=100000, str method="bdf", str linear_solver="auto"):
+                 h0=None, long max_steps=100000, str method="bdf", str linear_solver="auto",
+                 int checkpoint_steps=0, double adjoint_rtol=0.0, double adjoint_atol=0.0):
         cdef dsk_solver_options o
         cdef dsk_status st
         cdef dsk_solver *s = NULL
@@ -438,6 +460,9 @@ cdef class Solver:
         o.t0 = t0
         o.h0 = 0.0 if h0 is None else float(h0)
         o.max_steps = max_steps
+        o.checkpoint_steps = checkpoint_steps
+        o.adjoint_rtol = adjoint_rtol
+        o.adjoint_atol = adjoint_atol
         o.atol_vec = NULL
         if np.ndim(atol) == 0:
             o.atol = float(atol)
@@ -934,3 +959,187 @@ cdef class Batch:
         if self.ptr != NULL:
             dsk_batch_free(self.ptr)
             self.ptr = NULL
+
+
+# ---- callback models -----------------------------------------------------------
+#
+# The C callbacks below run inside a solve that released the GIL: they take it
+# back (`with gil`), hand the kernel's buffers to the Python callables as
+# NumPy views (no copies), and turn any Python exception into a negative code
+# (unrecoverable: the solver stops and cleans up). The exception object is kept
+# on the model (`error`) for the caller to re-raise unchanged.
+
+cdef inline object _vec(const double *p, int n):
+    return np.asarray(<double[:n]> (<double *> p))
+
+
+cdef int _cb_fail(CallbackModel m, BaseException e):
+    if m.error is None:
+        m.error = e
+    return -1
+
+
+cdef int _cb_rhs(void *user, double t, const double *y, const double *theta,
+                 double *f) noexcept with gil:
+    cdef CallbackModel m = <CallbackModel> user
+    cdef int n = m.n
+    if m.error is not None:
+        return -1
+    try:
+        m.n_rhs += 1
+        m._rhs(t, _vec(y, n), _vec(f, n))
+        return 0
+    except BaseException as e:
+        return _cb_fail(m, e)
+
+
+cdef int _cb_jac(void *user, double t, const double *y, const double *theta,
+                 double *J) noexcept with gil:
+    cdef CallbackModel m = <CallbackModel> user
+    cdef int n = m.n
+    if m.error is not None:
+        return -1
+    try:
+        m.n_jac += 1
+        # J is column-major: the transposed view of a C-ordered (n, n) buffer
+        m._jac(t, _vec(y, n), np.asarray(<double[:n, :n]> J).T)
+        return 0
+    except BaseException as e:
+        return _cb_fail(m, e)
+
+
+cdef int _cb_jvp(void *user, double t, const double *y, const double *theta,
+                 const double *v, double *f, double *jv) noexcept with gil:
+    cdef CallbackModel m = <CallbackModel> user
+    cdef int n = m.n
+    if m.error is not None:
+        return -1
+    try:
+        m.n_jvp += 1
+        m._jvp(t, _vec(y, n), _vec(v, n), _vec(f, n), _vec(jv, n))
+        return 0
+    except BaseException as e:
+        return _cb_fail(m, e)
+
+
+cdef int _cb_vjp(void *user, double t, const double *y, const double *theta,
+                 const double *w, double *ybar, double *thbar) noexcept with gil:
+    cdef CallbackModel m = <CallbackModel> user
+    cdef int n = m.n
+    if m.error is not None:
+        return -1
+    try:
+        m.n_vjp += 1
+        m._vjp(t, _vec(y, n), _vec(w, n), _vec(ybar, n),
+               _vec(thbar, m.ntheta) if m.ntheta > 0 else np.empty(0))
+        return 0
+    except BaseException as e:
+        return _cb_fail(m, e)
+
+
+cdef int _cb_stop(void *user, double t, const double *y, const double *theta,
+                  double *g) noexcept with gil:
+    cdef CallbackModel m = <CallbackModel> user
+    cdef int n = m.n
+    if m.error is not None:
+        return -1
+    try:
+        m.n_stop += 1
+        m._stop(t, _vec(y, n), _vec(g, m.nstop_))
+        return 0
+    except BaseException as e:
+        return _cb_fail(m, e)
+
+
+cdef class CallbackModel(Model):
+    """CallbackModel(nstates, ntheta, rhs, jac=None, jvp=None, vjp=None, stop=None, nstop=0)
+
+    A model whose right-hand side is Python code (see dsk_model_from_callbacks):
+    du/dt = F(t, u), u(t0) = y0; the outputs are the states, and the parameter
+    vector of a solve is p = [y0 (nstates), theta (ntheta)]: reverse mode
+    returns the gradient w.r.t. y0 first, then w.r.t. theta. The callables
+    write their results into the NumPy views they are given (float64, no
+    copies; valid during the call only):
+
+    - rhs(t, y, f): f[:] = F(t, y)
+    - jac(t, y, J): J[i, j] = dF_i/dy_j (for the implicit methods)
+    - jvp(t, y, v, f, jv): f = F, jv = dF/dy v (used when jac is None)
+    - vjp(t, y, w, ybar, thbar): ybar = (dF/dy)^T w, thbar = (dF/dtheta)^T w
+    - stop(t, y, g): g[:] = nstop event functions (the solve ends at a root)
+
+    The values of theta in p are not passed to the callables: they must use
+    the same parameters. An exception in a callable ends the solve; it is
+    stored in `error` (the first one) and the solver raises a SolverError,
+    which the caller replaces with the stored exception.
+    """
+
+    cdef readonly int n
+    cdef readonly int ntheta
+    cdef readonly int nstop_
+    cdef object _rhs, _jac, _jvp, _vjp, _stop
+    cdef public object error
+    cdef public long n_rhs, n_jac, n_jvp, n_vjp, n_stop
+
+    def __init__(self, int nstates, int ntheta, rhs, jac=None, jvp=None, vjp=None,
+                 stop=None, int nstop=0):
+        cdef dsk_callbacks cb
+        cdef dsk_status st
+        cdef dsk_model *m = NULL
+        cdef int rc
+        if not callable(rhs):
+            raise TypeError("rhs must be callable")
+        if nstop > 0 and stop is None:
+            raise ValueError("nstop > 0 needs a stop callable")
+        self.n = nstates
+        self.ntheta = ntheta
+        self.nstop_ = nstop
+        self._rhs, self._jac, self._jvp, self._vjp, self._stop = rhs, jac, jvp, vjp, stop
+        self.error = None
+        self.n_rhs = self.n_jac = self.n_jvp = self.n_vjp = self.n_stop = 0
+        cb.user = <void *> self
+        cb.nstates = nstates
+        cb.ntheta = ntheta
+        cb.nstop = nstop
+        cb.rhs = _cb_rhs
+        cb.jac = NULL
+        cb.jvp = NULL
+        cb.vjp = NULL
+        cb.stop = NULL
+        if jac is not None:
+            cb.jac = _cb_jac
+        if jvp is not None:
+            cb.jvp = _cb_jvp
+        if vjp is not None:
+            cb.vjp = _cb_vjp
+        if stop is not None:
+            cb.stop = _cb_stop
+        dsk_status_clear(&st)
+        rc = dsk_model_from_callbacks(&cb, &m, &st)
+        if rc != DSK_OK:
+            check(rc, &st)
+        if self.ptr != NULL:
+            dsk_model_free(self.ptr)
+        self.ptr = m
+        self.source = ""
+
+    def take_error(self):
+        """take_error() -> the stored exception (or None), and forget it."""
+        e = self.error
+        self.error = None
+        return e
+
+    @property
+    def param_names(self):
+        return tuple("y0[%d]" % i for i in range(self.n)) + tuple(
+            "theta[%d]" % i for i in range(self.ntheta))
+
+    @property
+    def default_params(self):
+        return np.zeros(self.n + self.ntheta)
+
+    @property
+    def path(self):
+        return ""
+
+    def __repr__(self):
+        return "<CallbackModel nstates=%d ntheta=%d>" % (self.n, self.ntheta)

@@ -16,6 +16,7 @@ void suite_corpus(void);
 void suite_adjoint(void);
 void suite_forward(void);
 void suite_batch(void);
+void suite_callback(void);
 
 static const struct {
   const char *name;
@@ -27,6 +28,7 @@ static const struct {
     {"adjoint", suite_adjoint},
     {"forward", suite_forward},
     {"batch", suite_batch},
+    {"callback", suite_callback},
 };
 
 /* dsk_tests [SUITE...]: every suite, or only the ones named */
