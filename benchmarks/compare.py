@@ -351,7 +351,8 @@ def gradient_rows(args) -> list[dict]:
     import torch
 
     out = []
-    probs = [P.lotka_volterra(), P.robertson_ode(), P.heat2d(10 if args.quick else 30)]
+    probs = [P.lotka_volterra(), P.robertson_ode(), P.robertson_dae(), P.vanderpol(),
+             P.heat2d(10 if args.quick else 30), P.nn(16)]
     for prob in probs:
         m = dsp.DiffsolModule(prob.code, rtol=prob.rtol, atol=prob.atol)
         p = m.default_params.numpy()
