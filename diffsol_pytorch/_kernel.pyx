@@ -8,6 +8,7 @@ Argument checking with helpful messages is done by diffsol_pytorch.module.
 
 from libc.stdlib cimport free
 from libc.string cimport memcpy
+from libc.math cimport isfinite
 
 import os
 import threading
@@ -272,6 +273,31 @@ def translate(str src):
         return _text(out)
     finally:
         free(out)
+
+
+def first_nonfinite(const double[::1] a not None):
+    """first_nonfinite(a) -> int
+
+    Index of the first NaN or infinity in the contiguous float64 array a, or -1
+    (one C loop: the argument checks of module.py, without NumPy temporaries).
+    """
+    cdef Py_ssize_t i
+    for i in range(a.shape[0]):
+        if not isfinite(a[i]):
+            return i
+    return -1
+
+
+def first_decrease(const double[::1] t not None):
+    """first_decrease(t) -> int
+
+    The first i with t[i + 1] < t[i] in the contiguous float64 array t, or -1.
+    """
+    cdef Py_ssize_t i
+    for i in range(t.shape[0] - 1):
+        if t[i + 1] < t[i]:
+            return i
+    return -1
 
 
 def jit_compile_count():

@@ -52,7 +52,10 @@ def _to_numpy(x: ArrayLike, what: str) -> tuple[np.ndarray, torch.dtype, torch.d
         device = x.device
         # (a plain tensor read inside a torch.func transform: detach() would wrap it)
         with torch._C._DisableFuncTorch():
-            arr = x.detach().to(device="cpu", dtype=torch.float64).numpy()
+            if x.dtype == torch.float64 and device.type == "cpu":
+                arr = x.detach().numpy()  # what .to(cpu, float64) returns here, without the call
+            else:
+                arr = x.detach().to(device="cpu", dtype=torch.float64).numpy()
         return np.ascontiguousarray(arr), out_dtype, device
     if isinstance(x, np.ndarray):
         if x.dtype not in (np.float32, np.float64):
@@ -341,7 +344,7 @@ class DiffsolModule:
                 f"params must have shape ({n},) (or (B, {n}) for a batch) for the "
                 f"parameters ({names}), got shape {tuple(p.shape)}"
             )
-        if not np.all(np.isfinite(p)):
+        if _kernel.first_nonfinite(p.reshape(-1)) >= 0:
             raise ValueError("params must be finite (found NaN or inf)")
         return p, dtype, device
 
@@ -351,10 +354,10 @@ class DiffsolModule:
             raise ValueError(f"times must be 1-D, got shape {tuple(t.shape)}")
         if t.shape[0] == 0:
             raise ValueError("times must not be empty")
-        if not np.all(np.isfinite(t)):
+        if _kernel.first_nonfinite(t) >= 0:
             raise ValueError("times must be finite (found NaN or inf)")
-        if t.shape[0] > 1 and np.any(np.diff(t) < 0):
-            i = int(np.argmax(np.diff(t) < 0))
+        i = _kernel.first_decrease(t)
+        if i >= 0:
             raise ValueError(
                 f"times must be non-decreasing: times[{i}] = {t[i]!r} > times[{i + 1}] = {t[i + 1]!r}"
             )
@@ -432,6 +435,8 @@ class DiffsolModule:
                 stops.append(self._solver.last_stop())
             self.last_stop = stops
             y = np.stack(ys)
+        if dtype == torch.float64 and device.type == "cpu":
+            return torch.from_numpy(y)
         return torch.from_numpy(y).to(device=device, dtype=dtype)
 
     def _solver_generation(self) -> int:

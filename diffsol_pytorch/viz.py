@@ -24,6 +24,7 @@ __all__ = [
     "benchmark_table",
     "plot_benchmark_history",
     "plot_phase",
+    "plot_scaling",
     "plot_sensitivities",
     "plot_solution",
 ]
@@ -507,4 +508,62 @@ def plot_benchmark_history(
     ax.set_ylabel("operations per second" if metric == "ops" else f"{metric} time [s]")
     ax.legend(loc="best", fontsize="small")
     ax.grid(True, alpha=0.3)
+    return fig
+
+
+def plot_scaling(
+    rows: Sequence[dict],
+    *,
+    x: str = "nstates",
+    ax: Optional["Axes"] = None,
+    title: Optional[str] = None,
+) -> "Figure":
+    """Plot solve time against problem size, one line per method (log-log).
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Each row has the size under ``x`` and ``times``, a dict mapping a method name to
+        seconds (the rows of ``benchmarks/compare.py``). Methods missing from a row (not
+        run, over budget) leave a gap; rows are sorted by size.
+    x : str, optional
+        The key of the size. The default is ``"nstates"``.
+
+    Other Parameters
+    ----------------
+    ax : matplotlib.axes.Axes, optional
+        Draw into this Axes; by default a new Figure is made.
+    title : str, optional
+        Axes title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One line per method, labelled with its name (``"ours"`` drawn first and
+        thicker), x and y on logarithmic scales.
+    """
+    rows = sorted(rows, key=lambda r: r[x])
+    methods: list[str] = []
+    for r in rows:
+        for name in r["times"]:
+            if name not in methods:
+                methods.append(name)
+    if "ours" in methods:
+        methods.remove("ours")
+        methods.insert(0, "ours")
+    fig, ax = _create_ax(ax)
+    for name in methods:
+        pts = [(r[x], r["times"][name]) for r in rows if name in r["times"]]
+        if not pts:
+            continue
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, marker="o", label=name, linewidth=2.5 if name == "ours" else 1.2)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("states" if x == "nstates" else x)
+    ax.set_ylabel("time per solve [s]")
+    if title:
+        ax.set_title(title)
+    if methods:
+        ax.legend(fontsize="small")
     return fig

@@ -76,3 +76,16 @@ def test_threads_share_one_module():
     assert not errors
     assert len(results) == 80
     assert max(results.values()) < 1e-8
+
+
+@pytest.mark.unit
+def test_argument_check_helpers():
+    from diffsol_pytorch import _kernel as k
+
+    assert k.first_nonfinite(np.array([])) == -1
+    assert k.first_nonfinite(np.array([1.0, 2.0])) == -1
+    assert k.first_nonfinite(np.array([1.0, np.inf, np.nan])) == 1
+    assert k.first_nonfinite(np.array([np.nan])) == 0
+    assert k.first_decrease(np.array([0.0])) == -1
+    assert k.first_decrease(np.array([0.0, 0.0, 1.0])) == -1  # equal times are allowed
+    assert k.first_decrease(np.array([0.0, 2.0, 1.0, 0.5])) == 1

@@ -263,3 +263,23 @@ def test_plot_benchmark_history_into_given_axes(history):
     assert viz.plot_benchmark_history(history, ax=ax, metric="mean", logy=True) is fig
     assert ax.get_yscale() == "log"
     assert ax.get_ylabel() == "mean time [s]"
+
+
+@pytest.mark.unit
+def test_plot_scaling_one_line_per_method_sorted_log_log():
+    rows = [
+        {"nstates": 900, "times": {"ours": 0.02, "c": 0.018, "scipy_bdf": 0.5}},
+        {"nstates": 100, "times": {"ours": 0.002, "c": 0.0021}},
+        {"nstates": 2500, "times": {"c": 0.06, "ours": 0.07}},
+    ]
+    fig = viz.plot_scaling(rows, title="heat2d")
+    (ax,) = fig.axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines) == ["ours", "c", "scipy_bdf"]  # ours first
+    np.testing.assert_allclose(lines["ours"].get_xdata(), [100, 900, 2500])
+    np.testing.assert_allclose(lines["ours"].get_ydata(), [0.002, 0.02, 0.07])
+    np.testing.assert_allclose(lines["scipy_bdf"].get_xdata(), [900])  # gaps where missing
+    assert lines["ours"].get_linewidth() > lines["c"].get_linewidth()
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert ax.get_title() == "heat2d" and ax.get_ylabel() == "time per solve [s]"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["ours", "c", "scipy_bdf"]
