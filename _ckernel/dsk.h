@@ -207,7 +207,8 @@ typedef struct dsk_solver_options {
   long max_steps;        /* per output interval as well as in total */
   int linear_solver;     /* dsk_linsol */
   int checkpoint_steps;  /* reverse mode: integration steps between checkpoints
-                            (0: 100 for bdf/adams, 20 for the ARKODE methods) */
+                            (0: bdf/adams as many as 8 MB of interpolation data
+                            hold, 100 to 20000; 20 for the ARKODE methods) */
   double adjoint_rtol;   /* reverse mode: tolerances of the backward (adjoint and */
   double adjoint_atol;   /* quadrature) integration; 0: rtol and atol */
 } dsk_solver_options;
@@ -286,10 +287,20 @@ int dsk_solver_forward(dsk_solver *s, const double *p, const double *times, int 
    20 steps; the backward pass recomputes each interval and integrates the
    adjoint with the same method); with M or events: DSK_E_ARG. */
 
-/* Forward pass that records checkpoints (every 100 steps) and the state at
+/* Forward pass that records checkpoints (every checkpoint_steps) and the state at
    each output time; y as dsk_solver_solve_dense (may be NULL). */
 int dsk_solver_forward_checkpointed(dsk_solver *s, const double *p, const double *times, int nt,
                                     double *y, dsk_status *st);
+/* The same with checkpoint times of the caller (CVODES and IDAS: bdf, adams):
+   the forward pass records the state at each of the nck times (strictly
+   increasing, in (t0, times[nt-1]]) without restarting, and the backward pass
+   integrates each stretch between two of them again, last first, before going
+   back over it; memory then holds one stretch's checkpoints at a time.
+   nck = 0 is dsk_solver_forward_checkpointed.  DSK_E_ARG for bad times or an
+   ARKODE method. */
+int dsk_solver_forward_checkpointed_at(dsk_solver *s, const double *p, const double *times,
+                                       int nt, const double *ck, int nck, double *y,
+                                       dsk_status *st);
 /* One backward pass over the last checkpointed forward pass:
    grad[k] = d/dp_k sum_ij g[i*nt + j] out_i(t_j) (g: nout x nt, row-major).
    Output times whose g column is zero cost nothing, and the pass starts at

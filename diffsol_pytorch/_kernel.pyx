@@ -151,6 +151,9 @@ cdef extern from "dsk.h" nogil:
                            double *y, double *sens, dsk_status *st)
     int dsk_solver_forward_checkpointed(dsk_solver *s, const double *p, const double *times,
                                         int nt, double *y, dsk_status *st)
+    int dsk_solver_forward_checkpointed_at(dsk_solver *s, const double *p, const double *times,
+                                           int nt, const double *ck, int nck, double *y,
+                                           dsk_status *st)
     int dsk_solver_backward(dsk_solver *s, const double *g, double *grad, dsk_status *st)
     long dsk_solver_generation(const dsk_solver *s)
     int dsk_solver_reverse(dsk_solver *s, const double *p, const double *times, int nt,
@@ -568,13 +571,16 @@ cdef class Solver:
         return y
 
     def forward_checkpointed(self, const double[::1] p not None,
-                             const double[::1] times not None, bint with_generation=False):
-        """forward_checkpointed(p, times, with_generation=False) -> numpy.ndarray (nout, len(times))
+                             const double[::1] times not None, bint with_generation=False,
+                             const double[::1] checkpoint_times=None):
+        """forward_checkpointed(p, times, with_generation=False, checkpoint_times=None) -> numpy.ndarray (nout, len(times))
 
         The forward pass of reverse mode: outputs as solve_dense, and the
         checkpoints that backward() goes back over (until the next solve).
         with_generation: return (y, generation), the generation of this pass
         read under the solver's lock (no other solve can come in between).
+        checkpoint_times: strictly increasing times in (t0, times[-1]] where the
+        pass keeps the state (bdf/adams); None: the integrator's own checkpoints.
         """
         self._ready()
         cdef int nparams = self.model.nparams
@@ -588,13 +594,21 @@ cdef class Solver:
         cdef double[:, ::1] yv = y
         cdef const double *pp = &p[0] if nparams > 0 else NULL
         cdef double *yp = &yv[0, 0] if nout > 0 else NULL
+        cdef const double *ckp = NULL
+        cdef int nck = 0
         cdef dsk_status st
         cdef dsk_stats stats
         cdef int rc
+        if checkpoint_times is not None and checkpoint_times.shape[0] > 0:
+            if checkpoint_times.shape[0] > 2147483647:
+                raise ValueError("too many checkpoint times")
+            ckp = &checkpoint_times[0]
+            nck = <int>checkpoint_times.shape[0]
         dsk_status_clear(&st)
         with self._lock:
             with nogil:
-                rc = dsk_solver_forward_checkpointed(self.ptr, pp, &times[0], <int>nt, yp, &st)
+                rc = dsk_solver_forward_checkpointed_at(self.ptr, pp, &times[0], <int>nt,
+                                                        ckp, nck, yp, &st)
             if rc != DSK_OK:
                 dsk_solver_stats(self.ptr, &stats)
                 check(rc, &st, _stats_dict(&stats))
@@ -830,7 +844,8 @@ cdef class Batch:
         self.ptr = NULL
 
     def __init__(self, Model model not None, double rtol=1e-6, atol=1e-6, double t0=0.0,
-                 h0=None, long max_steps=100000, str method="bdf", str linear_solver="auto"):
+                 h0=None, long max_steps=100000, str method="bdf", str linear_solver="auto",
+                 int checkpoint_steps=0):
         cdef dsk_solver_options o
         cdef dsk_status st
         cdef dsk_batch *b = NULL
@@ -848,6 +863,7 @@ cdef class Batch:
         o.t0 = t0
         o.h0 = 0.0 if h0 is None else float(h0)
         o.max_steps = max_steps
+        o.checkpoint_steps = checkpoint_steps
         o.atol_vec = NULL
         if np.ndim(atol) == 0:
             o.atol = float(atol)

@@ -155,6 +155,15 @@ class DiffsolModule:
         ``torch.get_num_threads()`` at each call; a call's own ``threads=``
         overrides both. Results do not depend on it: each row is bit-identical to
         solving it alone. The default is None. See docs/batches.md.
+    checkpoint_steps : int or None, optional
+        Reverse mode with ``bdf``/``adams``: integration steps between two
+        checkpoints of the forward pass. The interpolation data of that many steps
+        is held in memory and every earlier interval is integrated again during
+        the backward pass, so smaller values use less memory and more time. None
+        (the default) takes as many steps as about 8 MB of interpolation data
+        hold (from 100 for large states to 20000 for small ones). The ARKODE
+        methods keep a checkpoint every 20 steps unless this is given. See
+        docs/gradients.md.
 
     Attributes
     ----------
@@ -200,6 +209,7 @@ class DiffsolModule:
         max_steps: int = 100_000,
         linear_solver: str = "auto",
         threads: int | None = None,
+        checkpoint_steps: int | None = None,
     ) -> None:
         if not isinstance(code, str):
             raise TypeError(f"code must be a str of DiffSL source, got {type(code).__name__}")
@@ -224,6 +234,14 @@ class DiffsolModule:
                 raise ValueError(f"h0 must be None or a positive finite number, got {h0}")
         if isinstance(max_steps, bool) or int(max_steps) != max_steps or max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+        if checkpoint_steps is not None and (
+            isinstance(checkpoint_steps, bool)
+            or not isinstance(checkpoint_steps, (int, np.integer))
+            or not 1 <= checkpoint_steps <= 2**31 - 1
+        ):
+            raise ValueError(
+                f"checkpoint_steps must be None or a positive integer, got {checkpoint_steps!r}"
+            )
         atol_arr = _to_numpy(atol, "atol")[0] if not isinstance(atol, (int, float)) else None
         if atol_arr is not None and atol_arr.ndim == 0:
             atol = float(atol_arr)
@@ -244,6 +262,7 @@ class DiffsolModule:
         self.max_steps = int(max_steps)
         self.linear_solver = linear_solver
         self.threads = _check_threads(threads)
+        self.checkpoint_steps = None if checkpoint_steps is None else int(checkpoint_steps)
 
         self._model = _kernel.Model(code)
         if atol_arr is not None and atol_arr.shape[0] != self._model.nstates:
@@ -252,7 +271,8 @@ class DiffsolModule:
                 f"{self._model.nstates} states"
             )
         self._solver = _kernel.Solver(
-            self._model, rtol, self.atol, t0, h0, self.max_steps, method, linear_solver
+            self._model, rtol, self.atol, t0, h0, self.max_steps, method, linear_solver,
+            checkpoint_steps=self.checkpoint_steps or 0,
         )
         self.last_stop: Any = None
         self._batch: Any = None  # _kernel.Batch, created at the first batch call
@@ -265,7 +285,7 @@ class DiffsolModule:
             if self._batch is None:
                 self._batch = _kernel.Batch(
                     self._model, self.rtol, self.atol, self.t0, self.h0, self.max_steps,
-                    self.method, self.linear_solver,
+                    self.method, self.linear_solver, checkpoint_steps=self.checkpoint_steps or 0,
                 )
             return self._batch
 
@@ -282,7 +302,7 @@ class DiffsolModule:
     def _options(self) -> dict[str, Any]:
         return dict(method=self.method, rtol=self.rtol, atol=self.atol, t0=self.t0,
                     h0=self.h0, max_steps=self.max_steps, linear_solver=self.linear_solver,
-                    threads=self.threads)
+                    threads=self.threads, checkpoint_steps=self.checkpoint_steps)
 
     def __reduce__(self):
         return (_rebuild_module, (self.code, self._options()))
@@ -597,22 +617,58 @@ class DiffsolModule:
         module's solver: a later solve on the module invalidates them (``backward`` then
         raises ``ValueError``).
 
-        ``checkpoint_times`` must be None for now: CVODES places a checkpoint every 100
-        internal steps, so memory is bounded by the number of steps / 100 checkpoints plus
-        the state at each output time.
+        Parameters
+        ----------
+        params : torch.Tensor, numpy.ndarray or list of float
+            One parameter set, shape ``(nparams,)``.
+        times : torch.Tensor, numpy.ndarray or list of float
+            Output times, as :meth:`solve_dense`.
+        checkpoint_times : array_like or None, optional
+            ``bdf``/``adams`` only: strictly increasing times in ``(t0, times[-1]]``. The
+            forward pass then keeps just the state at these times (``nstates`` numbers
+            each) and no integrator checkpoints; each ``backward`` integrates every
+            stretch between two of them again, last first, with the integrator's
+            checkpoints for that stretch alone. Memory then grows with the longest
+            stretch instead of the whole solve, at the price of one more forward
+            integration per backward pass. None (the default): the integrator's
+            checkpoints every ``checkpoint_steps`` steps (see :class:`DiffsolModule`).
         """
-        if checkpoint_times is not None:
-            raise ValueError(
-                "checkpoint_times is not supported yet: checkpoints are placed every 100 "
-                "internal steps; pass checkpoint_times=None"
-            )
         p, dtype, device = self._check_params(params)
         if p.ndim != 1:
             raise ValueError("solve_dense_with_checkpointing takes one parameter set (nparams,)")
         t = self._check_times(times)
-        y = self._solver.forward_checkpointed(p, t)
+        ck = None
+        if checkpoint_times is not None:
+            ck = self._check_checkpoint_times(checkpoint_times, t)
+        y = self._solver.forward_checkpointed(p, t, checkpoint_times=ck)
         ckpt = Checkpoint(self, (self.nout, t.shape[0]), dtype, device)
         return torch.from_numpy(y).to(device=device, dtype=dtype), ckpt
+
+    def _check_checkpoint_times(self, checkpoint_times: ArrayLike, t: np.ndarray) -> np.ndarray:
+        """checkpoint_times as a float64 array; ValueError when unusable."""
+        if self.method not in ("bdf", "adams"):
+            raise ValueError(
+                f"checkpoint_times are available for method 'bdf' or 'adams'; {self.method!r} "
+                "places its own checkpoints (every checkpoint_steps steps): pass None"
+            )
+        ck = np.ascontiguousarray(_to_numpy(checkpoint_times, "checkpoint_times")[0],
+                                  dtype=np.float64)
+        if ck.ndim != 1:
+            raise ValueError(f"checkpoint_times must be 1-D, got shape {tuple(ck.shape)}")
+        if not np.all(np.isfinite(ck)):
+            raise ValueError("checkpoint_times must be finite (found NaN or inf)")
+        if ck.shape[0] > 1 and np.any(np.diff(ck) <= 0):
+            i = int(np.argmax(np.diff(ck) <= 0))
+            raise ValueError(
+                "checkpoint_times must be strictly increasing: "
+                f"checkpoint_times[{i}] = {ck[i]!r} >= checkpoint_times[{i + 1}] = {ck[i + 1]!r}"
+            )
+        if ck.shape[0] and (ck[0] <= self.t0 or ck[-1] > t[-1]):
+            raise ValueError(
+                f"checkpoint_times must lie in (t0, times[-1]] = ({self.t0!r}, {t[-1]!r}], "
+                f"got [{ck[0]!r}, {ck[-1]!r}]"
+            )
+        return ck
 
     def solve(self, params: ArrayLike, t_final: float) -> Solution:
         """Solve from ``t0`` to ``t_final`` and return every internal step.

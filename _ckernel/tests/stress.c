@@ -114,6 +114,15 @@ static void exercise(dsk_solver *s, const dsk_gen_table *tab, double t_end, int 
               "%s: %s", what, st.msg);
     for (int rep = 0; rep < 3; rep++)
       CHECK_MSG(dsk_solver_backward(s, g, grad2, &st) == DSK_OK, "%s: %s", what, st.msg);
+    { /* caller's checkpoint times (the ARKODE methods refuse them) */
+      double ck[2] = {0.3 * t_end, 0.7 * t_end};
+      int rc = dsk_solver_forward_checkpointed_at(s, tab->default_params, times, NT, ck, 2, y2,
+                                                  &st);
+      CHECK_MSG(rc == DSK_OK || (rc == DSK_E_ARG && strstr(st.msg, "'bdf' or 'adams'")),
+                "%s: %s", what, st.msg);
+      if (rc == DSK_OK)
+        CHECK_MSG(dsk_solver_backward(s, g, grad2, &st) == DSK_OK, "%s: %s", what, st.msg);
+    }
     /* a second solve invalidates the checkpoints */
     CHECK(dsk_solver_solve_dense(s, tab->default_params, times, NT, y2, &st) == DSK_OK);
     CHECK(dsk_solver_backward(s, g, grad2, &st) == DSK_E_ARG);

@@ -62,7 +62,24 @@ static void test_decay_closed_form(void) {
       CHECK_CLOSE(grad[0], -1.0 * 2.0 * exp(-0.7), 1e-7);
       CHECK_CLOSE(grad[1], exp(-0.7), 1e-7);
     }
+    /* checkpoint times of the caller (one at an output time, one at the end):
+       the same outputs and gradient */
+    {
+      const double ck[4] = {0.25, 1.0, 2.5, 3.0}, bad[2] = {1.0, 1.0}, out[1] = {3.5};
+      double y2[5];
+      CHECK_MSG(dsk_solver_forward_checkpointed_at(s, p, times, 5, ck, 4, y2, &st) == DSK_OK,
+                "%s", st.msg);
+      for (int j = 0; j < 5; j++) CHECK_CLOSE(y2[j], p[1] * exp(-p[0] * times[j]), 1e-8);
+      CHECK(dsk_solver_backward(s, g, grad, &st) == DSK_OK);
+      CHECK_CLOSE(grad[0], want_k, 1e-7);
+      CHECK_CLOSE(grad[1], want_a, 1e-7);
+      CHECK(dsk_solver_forward_checkpointed_at(s, p, times, 5, bad, 2, y2, &st) == DSK_E_ARG);
+      CHECK_CONTAINS(st.msg, "strictly increasing");
+      CHECK(dsk_solver_forward_checkpointed_at(s, p, times, 5, out, 1, y2, &st) == DSK_E_ARG);
+      CHECK_CONTAINS(st.msg, "outside");
+    }
     /* another solve invalidates the checkpoints */
+    CHECK(dsk_solver_forward_checkpointed(s, p, times, 5, y, &st) == DSK_OK);
     CHECK(dsk_solver_solve_dense(s, p, times, 5, y, &st) == DSK_OK);
     CHECK(dsk_solver_backward(s, g, grad, &st) == DSK_E_ARG);
     CHECK_CONTAINS(st.msg, "forward pass again");
