@@ -437,6 +437,42 @@ cdef class Model:
 
 # ---- Solver ------------------------------------------------------------------
 
+cdef object _fill_options(dsk_solver_options *o, Model model, double rtol, atol, double t0,
+                          h0, long max_steps, str method, str linear_solver,
+                          int checkpoint_steps, double adjoint_rtol, double adjoint_atol):
+    """Solver options from Python values (ValueError for bad ones); returns the
+    per-state tolerance array that o.atol_vec points into (keep it alive), or None."""
+    cdef double[::1] av
+    model._table()
+    if method not in METHODS:
+        raise ValueError("unknown method %r" % method)
+    if linear_solver not in LINEAR_SOLVERS:
+        raise ValueError("unknown linear_solver %r" % linear_solver)
+    dsk_solver_options_default(o)
+    o.method = METHODS[method]
+    o.linear_solver = LINEAR_SOLVERS[linear_solver]
+    o.rtol = rtol
+    o.t0 = t0
+    o.h0 = 0.0 if h0 is None else float(h0)
+    o.max_steps = max_steps
+    o.checkpoint_steps = checkpoint_steps
+    o.adjoint_rtol = adjoint_rtol
+    o.adjoint_atol = adjoint_atol
+    o.atol_vec = NULL
+    if np.ndim(atol) == 0:
+        o.atol = float(atol)
+        return None
+    vec = np.ascontiguousarray(atol, dtype=np.float64)
+    if vec.ndim != 1 or vec.shape[0] != model.nstates:
+        raise ValueError("atol must be a float or have one value per state (%d), got shape %s"
+                         % (model.nstates, vec.shape))
+    av = vec
+    o.atol = 0.0
+    if av.shape[0] > 0:
+        o.atol_vec = &av[0]
+    return vec
+
+
 cdef class Solver:
     """Solver(model, rtol=1e-6, atol=1e-6, t0=0.0, h0=None, max_steps=100000, method="bdf", linear_solver="auto")
 
@@ -475,37 +511,10 @@ cdef class Solver:
         cdef dsk_solver_options o
         cdef dsk_status st
         cdef dsk_solver *s = NULL
-        cdef double[::1] av
         cdef int rc
-        model._table()
-        if method not in METHODS:
-            raise ValueError("unknown method %r" % method)
-        if linear_solver not in LINEAR_SOLVERS:
-            raise ValueError("unknown linear_solver %r" % linear_solver)
-        dsk_solver_options_default(&o)
-        o.method = METHODS[method]
-        o.linear_solver = LINEAR_SOLVERS[linear_solver]
-        o.rtol = rtol
-        o.t0 = t0
-        o.h0 = 0.0 if h0 is None else float(h0)
-        o.max_steps = max_steps
-        o.checkpoint_steps = checkpoint_steps
-        o.adjoint_rtol = adjoint_rtol
-        o.adjoint_atol = adjoint_atol
-        o.atol_vec = NULL
-        if np.ndim(atol) == 0:
-            o.atol = float(atol)
-            self._atol_vec = None
-        else:
-            vec = np.ascontiguousarray(atol, dtype=np.float64)
-            if vec.ndim != 1 or vec.shape[0] != model.nstates:
-                raise ValueError("atol must be a float or have one value per state (%d), got shape %s"
-                                 % (model.nstates, vec.shape))
-            self._atol_vec = vec
-            av = vec
-            o.atol = 0.0
-            if av.shape[0] > 0:
-                o.atol_vec = &av[0]
+        self._atol_vec = _fill_options(&o, model, rtol, atol, t0, h0, max_steps, method,
+                                       linear_solver, checkpoint_steps, adjoint_rtol,
+                                       adjoint_atol)
         dsk_status_clear(&st)
         with nogil:
             rc = dsk_solver_create(model.ptr, &o, &s, &st)
@@ -849,34 +858,9 @@ cdef class Batch:
         cdef dsk_solver_options o
         cdef dsk_status st
         cdef dsk_batch *b = NULL
-        cdef double[::1] av
         cdef int rc
-        model._table()
-        if method not in METHODS:
-            raise ValueError("unknown method %r" % method)
-        if linear_solver not in LINEAR_SOLVERS:
-            raise ValueError("unknown linear_solver %r" % linear_solver)
-        dsk_solver_options_default(&o)
-        o.method = METHODS[method]
-        o.linear_solver = LINEAR_SOLVERS[linear_solver]
-        o.rtol = rtol
-        o.t0 = t0
-        o.h0 = 0.0 if h0 is None else float(h0)
-        o.max_steps = max_steps
-        o.checkpoint_steps = checkpoint_steps
-        o.atol_vec = NULL
-        if np.ndim(atol) == 0:
-            o.atol = float(atol)
-        else:
-            vec = np.ascontiguousarray(atol, dtype=np.float64)
-            if vec.ndim != 1 or vec.shape[0] != model.nstates:
-                raise ValueError("atol must be a float or have one value per state (%d), got shape %s"
-                                 % (model.nstates, vec.shape))
-            self._atol_vec = vec
-            av = vec
-            o.atol = 0.0
-            if av.shape[0] > 0:
-                o.atol_vec = &av[0]
+        self._atol_vec = _fill_options(&o, model, rtol, atol, t0, h0, max_steps, method,
+                                       linear_solver, checkpoint_steps, 0.0, 0.0)
         dsk_status_clear(&st)
         with nogil:
             rc = dsk_batch_create(model.ptr, &o, &b, &st)
