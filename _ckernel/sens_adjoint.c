@@ -1119,12 +1119,7 @@ static int forward_events(dsk_solver *s, const double *p, const double *times, i
         break;
       }
       if (!s->has_reset) {
-        s->stopped = 1;
-        s->acc.events += 1;
-        s->stop_t = tret;
-        s->stop_index = 0;
-        for (int k = s->nstop - 1; k >= 0; k--)
-          if (s->rootsfound[k]) s->stop_index = k;
+        dsk_solver_note_stop(s, tret);
         for (; rc == DSK_OK && j < nt && times[j] <= tret + tol; j++)
           rc = ev_store(s, times, nt, j, y, st);
         for (; j < nt; j++) {
@@ -1141,10 +1136,7 @@ static int forward_events(dsk_solver *s, const double *p, const double *times, i
         dsk_stats cur;
         memset(&cur, 0, sizeof cur);
         s->be->stats(s, &cur);
-        s->acc.steps += cur.steps, s->acc.rhs_evals += cur.rhs_evals;
-        s->acc.jac_evals += cur.jac_evals, s->acc.lin_setups += cur.lin_setups;
-        s->acc.err_test_fails += cur.err_test_fails, s->acc.nonlin_iters += cur.nonlin_iters;
-        s->acc.nonlin_fails += cur.nonlin_fails;
+        dsk_stats_add(&s->acc, &cur);
       }
       int fired = 0;
       for (int k = 0; k < s->nstop && rc == DSK_OK; k++) {

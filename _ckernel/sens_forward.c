@@ -127,13 +127,6 @@ static void fwd_stats(dsk_solver *s, dsk_forward *f, dsk_stats *cur) {
   WITH_MEM(s, f, s->be->stats(s, cur));
 }
 
-static void add_to(dsk_stats *a, const dsk_stats *b) {
-  a->steps += b->steps, a->rhs_evals += b->rhs_evals, a->jac_evals += b->jac_evals;
-  a->lin_setups += b->lin_setups, a->err_test_fails += b->err_test_fails;
-  a->nonlin_iters += b->nonlin_iters, a->nonlin_fails += b->nonlin_fails;
-  a->events += b->events;
-}
-
 /* State u and sensitivity k at the integrator's current point. */
 static double *fwd_u(dsk_solver *s, dsk_forward *f) {
   return f->kind == FWD_ARK ? NV_DATA_S(f->Y) : NV_DATA_S(s->y);
@@ -846,7 +839,7 @@ static int fwd_events(dsk_solver *s, dsk_forward *f, double t, double tend, dsk_
   if (rc != DSK_OK) return rc;
   dsk_stats cur;
   fwd_stats(s, f, &cur);
-  add_to(&s->acc, &cur);
+  dsk_stats_add(&s->acc, &cur);
   s->acc.events += fired ? fired : 1;
   s->t_cur = t;
   if (f->kind == FWD_CV) {
@@ -873,15 +866,7 @@ static int fwd_record_stop(dsk_solver *s, dsk_forward *f, double t, dsk_status *
   int fl;
   WITH_MEM(s, f, fl = s->be->root_info(s, s->rootsfound));
   if (fl < 0) return fwd_fail(s, f, fl, st);
-  s->stopped = 1;
-  s->stop_t = t;
-  s->stop_index = 0;
-  for (int k = 0; k < s->nstop; k++)
-    if (s->rootsfound[k]) {
-      s->stop_index = k;
-      break;
-    }
-  s->acc.events += 1;
+  dsk_solver_note_stop(s, t);
   return DSK_OK;
 }
 
@@ -948,7 +933,7 @@ int dsk_solver_forward(dsk_solver *s, const double *p, const double *times, int 
   dsk_stats cur;
   fwd_stats(s, f, &cur);
   s->stats = s->acc;
-  add_to(&s->stats, &cur);
+  dsk_stats_add(&s->stats, &cur);
   fwd_sens_off(s, f);
   return rc;
 }

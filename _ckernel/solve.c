@@ -391,7 +391,7 @@ static int model_error(dsk_solver *s, const char *fn, int rc, double t, dsk_stat
 
 /* ---- statistics -------------------------------------------------------------------- */
 
-static void add_stats(dsk_stats *a, const dsk_stats *b) {
+void dsk_stats_add(dsk_stats *a, const dsk_stats *b) {
   a->steps += b->steps, a->rhs_evals += b->rhs_evals, a->jac_evals += b->jac_evals;
   a->lin_setups += b->lin_setups, a->err_test_fails += b->err_test_fails;
   a->nonlin_iters += b->nonlin_iters, a->nonlin_fails += b->nonlin_fails;
@@ -403,7 +403,7 @@ static void collect_stats(dsk_solver *s) {
   memset(&cur, 0, sizeof cur);
   if (s->mem) s->be->stats(s, &cur);
   s->stats = s->acc;
-  add_stats(&s->stats, &cur);
+  dsk_stats_add(&s->stats, &cur);
 }
 
 static long total_steps(dsk_solver *s) {
@@ -508,17 +508,14 @@ static int apply_resets(dsk_solver *s, double tr, double tend, dsk_status *st) {
   dsk_stats cur;
   memset(&cur, 0, sizeof cur);
   s->be->stats(s, &cur);
-  add_stats(&s->acc, &cur);
+  dsk_stats_add(&s->acc, &cur);
   s->acc.events += fired ? fired : 1;
   return restart(s, tr, tend, st);
 }
 
-/* Records a stop root at tr (no reset). */
-static int record_stop(dsk_solver *s, double tr, dsk_status *st) {
-  int flag = s->be->root_info(s, s->rootsfound);
-  if (flag < 0) return dsk_solver_fail(s, flag, st);
+void dsk_solver_note_stop(dsk_solver *s, double t) {
   s->stopped = 1;
-  s->stop_t = tr;
+  s->stop_t = t;
   s->stop_index = 0;
   for (int k = 0; k < s->nstop; k++)
     if (s->rootsfound[k]) {
@@ -526,6 +523,13 @@ static int record_stop(dsk_solver *s, double tr, dsk_status *st) {
       break;
     }
   s->acc.events += 1;
+}
+
+/* Records a stop root at tr (no reset). */
+static int record_stop(dsk_solver *s, double tr, dsk_status *st) {
+  int flag = s->be->root_info(s, s->rootsfound);
+  if (flag < 0) return dsk_solver_fail(s, flag, st);
+  dsk_solver_note_stop(s, tr);
   return DSK_OK;
 }
 

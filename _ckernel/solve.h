@@ -141,6 +141,11 @@ int dsk_solver_eval_stop(dsk_solver *s, double t, const double *y, double *g);
 int dsk_solver_begin(dsk_solver *s, const double *p, double tend, dsk_status *st);
 /* solve.c: out(t, state in s->y) into column j of the row-major nout x nt y. */
 int dsk_solver_store_output(dsk_solver *s, double t, double *y, int nt, int j, dsk_status *st);
+/* solve.c: a += b, every counter. */
+void dsk_stats_add(dsk_stats *a, const dsk_stats *b);
+/* solve.c: the solve ended at a stop root at t (s->rootsfound filled, no
+   reset): stopped, stop_t, the lowest root index, one more event. */
+void dsk_solver_note_stop(dsk_solver *s, double t);
 /* solve.c: the statistics of the current solve into s->stats. */
 void dsk_solver_collect_stats(dsk_solver *s);
 /* solve.c: checks of times and parameters shared by every solve. */

@@ -55,3 +55,28 @@ def central_fd(m, params, times, g, rel=1e-4):
         lm = float((m.solve_dense(pm, times).numpy() * g).sum())
         out[k] = (lp - lm) / (2 * h)
     return out
+
+
+# Integrate-and-fire: u' = (cur - u) / tau, reset to 0 when u reaches vth.
+THRESHOLD_MODEL = """
+in_i { cur = 2.0, tau = 1.5, vth = 1.0 }
+u { 0.0 }
+F { (cur - u) / tau }
+stop { u - vth }
+reset { 0.0 }
+"""
+
+
+def threshold_sensitivities(ts: np.ndarray, I: float = 2.0, tau: float = 1.5,
+                            vth: float = 1.0) -> np.ndarray:
+    """Closed-form d u(t) / d (cur, tau, vth) of THRESHOLD_MODEL, shape (3, len(ts)).
+
+    The firing period T = tau ln(I / (I - vth)) depends on all three parameters, so
+    the sensitivities carry the event-time terms."""
+    T = tau * np.log(I / (I - vth))
+    dT = np.array([tau * (1 / I - 1 / (I - vth)), np.log(I / (I - vth)), tau / (I - vth)])
+    nsp = np.floor(ts / T)
+    r = ts - nsp * T
+    E = np.exp(-r / tau)
+    return np.stack([(q == 0) * (1 - E) - I * E * -((-nsp * dT[q]) * tau - r * (q == 1)) / tau**2
+                     for q in range(3)])

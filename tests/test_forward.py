@@ -17,7 +17,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 import diffsol_pytorch as dsp
-from conftest import model_source
+from conftest import THRESHOLD_MODEL, threshold_sensitivities, model_source
 
 pytestmark = [pytest.mark.integration, pytest.mark.gradient]
 
@@ -262,22 +262,9 @@ def test_bouncing_ball_against_finite_differences(method):
 
 def test_threshold_model_closed_form():
     """Integrate-and-fire: the firing times T(I, tau, vth) = tau ln(I / (I - vth))."""
-    code = """
-in_i { cur = 2.0, tau = 1.5, vth = 1.0 }
-u { 0.0 }
-F { (cur - u) / tau }
-stop { u - vth }
-reset { 0.0 }
-"""
+    code = THRESHOLD_MODEL
     ts = np.array([0.0, 0.5, 1.2, 2.5, 3.3, 5.0])
-    I, tau, vth = 2.0, 1.5, 1.0
-    T = tau * np.log(I / (I - vth))
-    dT = np.array([tau * (1 / I - 1 / (I - vth)), np.log(I / (I - vth)), tau / (I - vth)])
-    nsp = np.floor(ts / T)
-    r = ts - nsp * T
-    E = np.exp(-r / tau)
-    ref = np.stack([(q == 0) * (1 - E) - I * E * -((-nsp * dT[q]) * tau - r * (q == 1)) / tau**2
-                    for q in range(3)])[:, None, :]
+    ref = threshold_sensitivities(ts)[:, None, :]
     for method in EVENTS:
         m, p, y, s = fwd(code, method, None, ts, rtol=1e-9)
         assert row_err(s, ref) <= 1e-5, method

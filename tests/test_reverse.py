@@ -9,7 +9,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 import diffsol_pytorch as dsp
-from conftest import central_fd, model_source
+from conftest import THRESHOLD_MODEL, threshold_sensitivities, central_fd, model_source
 
 pytestmark = pytest.mark.gradient
 
@@ -256,22 +256,10 @@ def test_bouncing_ball_through_events(method):
 def test_threshold_model_through_events(method):
     """Integrate-and-fire: the firing times tau ln(I / (I - vth)) depend on a parameter
     of stop (the g_p term of the jump) and of F; closed form, four firings."""
-    code = """
-in_i { cur = 2.0, tau = 1.5, vth = 1.0 }
-u { 0.0 }
-F { (cur - u) / tau }
-stop { u - vth }
-reset { 0.0 }
-"""
+    code = THRESHOLD_MODEL
     ts = np.array([0.0, 0.5, 1.2, 2.5, 3.3, 5.0])
     I, tau, vth = 2.0, 1.5, 1.0
-    T = tau * np.log(I / (I - vth))
-    dT = np.array([tau * (1 / I - 1 / (I - vth)), np.log(I / (I - vth)), tau / (I - vth)])
-    nsp = np.floor(ts / T)
-    r = ts - nsp * T
-    E = np.exp(-r / tau)
-    ref = np.stack([(q == 0) * (1 - E) - I * E * -((-nsp * dT[q]) * tau - r * (q == 1)) / tau**2
-                    for q in range(3)])
+    ref = threshold_sensitivities(ts, I, tau, vth)
     g = np.random.default_rng(3).normal(size=(1, ts.size))
     m = dsp.DiffsolModule(code, method=method, rtol=1e-10, atol=1e-12)
     grad = m.reverse_mode([I, tau, vth], ts, g).numpy()
