@@ -36,7 +36,15 @@ typedef struct example {
   int arkode;       /* also run this ARKODE method (-1: none) */
   int reverse;      /* reverse mode covers the model with bdf */
   char *src;        /* loaded text */
+  const char *text; /* the model itself when file is not in MODELS_DIR */
 } example;
+
+/* 10 parameters: above DSK_SKETCH_MIN, the sketched gradient quadrature */
+static const char many_params[] =
+    "in_i { a0 = 0.1, a1 = 0.2, a2 = 0.3, a3 = 0.4, a4 = 0.5, b0 = 1, b1 = 2, b2 = 3, b3 = 4, "
+    "b4 = 5 }\nu_i { x0 = b0, x1 = b1, x2 = b2, x3 = b3, x4 = b4 }\n"
+    "F_i { -a0 * x0, a0 * x0 - a1 * x1, a1 * x1 - a2 * x2, a2 * x2 - a3 * x3 + sin(t), "
+    "a3 * x3 - a4 * x4 }\n";
 
 static example examples[] = {
     {"decay.ds", 5.0, DSK_TSIT45, 1, NULL},
@@ -47,6 +55,7 @@ static example examples[] = {
     {"dosing.ds", 15.0, -1, 1, NULL},
     {"vanderpol.ds", 1.0, -1, 1, NULL},
     {"heat1d.ds", 0.05, -1, 1, NULL},
+    {"(10 parameters)", 5.0, -1, 1, NULL, many_params},
 };
 #define NEX ((int)(sizeof examples / sizeof examples[0]))
 #define NT 6
@@ -221,7 +230,7 @@ int main(int argc, char **argv) {
   char cmd[128];
   if (iterations < 1) iterations = 1;
   for (int e = 0; e < NEX; e++) {
-    examples[e].src = read_file(dir, examples[e].file);
+    examples[e].src = examples[e].text ? strdup(examples[e].text) : read_file(dir, examples[e].file);
     if (!examples[e].src) {
       printf("stress: cannot read %s/%s (run from the repository root)\n", dir, examples[e].file);
       return 1;
