@@ -1371,33 +1371,24 @@ static int rerun_segment(dsk_solver *s, int i, double t_end, dsk_status *st) {
 }
 
 /* The jump of lambda and grad back across event e (see above). */
-static int event_jump(dsk_solver *s, int e, double *grad, dsk_status *st) {
-  struct dsk_adjoint *a = s->adj;
-  struct adj_events *ev = a->ev;
+int dsk_event_adjoint(dsk_solver *s, double t, const double *u, int k, int N, const double *fm,
+                      const double *fp_given, const double *lam, double *grad, double *out,
+                      const dsk_event_work *w, dsk_status *st) {
   const dsk_gen_table *tab = s->tab;
-  int n = s->n, np = tab->nparams, k = ev->ev_k[e], rc;
-  double t = ev->ev_t[e], h = 6e-6 * fmax(1.0, fabs(t)), *lam = NV_DATA_S(a->yB);
-  const double *u = ev->ev_u + (size_t)e * (size_t)n;
-  double *fm = ev->w, *fp = fm + n, *up = fp + n, *ra = up + n, *rb = ra + n, *c = rb + n;
-  double *gu = c + n, *lm = gu + n, *g1 = ev->g12, *g2 = g1 + s->nstop;
-  int dae = s->be == &dsk_backend_idas;
-  s->ws[tab->n_slot] = (double)ev->ev_N[e];
-  if (dae) { /* u' before (recorded) and lambda's pairing M^T lambda */
-    memcpy(fm, ev->ev_yp + (size_t)e * (size_t)n, (size_t)n * sizeof *fm);
-    rc = tab->vjp_x[DSK_FN_MASS](t, fm, lam, s->ws, a->bws, a->tmp);
-    if (rc == 0) memcpy(lam, a->tmp, (size_t)n * sizeof *lam);
-  } else {
-    rc = tab->eval[DSK_FN_RHS](t, u, s->ws, fm);
-  }
-  if (rc == 0) rc = tab->eval[DSK_FN_STOP](t + h, u, s->ws, g1);
+  int n = s->n, np = tab->nparams, rc;
+  double h = 6e-6 * fmax(1.0, fabs(t));
+  double *fp = w->w, *up = fp + n, *ra = up + n, *rb = ra + n, *c = rb + n, *gu = c + n;
+  double *g1 = w->g12, *g2 = g1 + s->nstop;
+  s->ws[tab->n_slot] = (double)N;
+  rc = tab->eval[DSK_FN_STOP](t + h, u, s->ws, g1);
   if (rc == 0) rc = tab->eval[DSK_FN_STOP](t - h, u, s->ws, g2);
   double gt = (g1[k] - g2[k]) / (2.0 * h);
   if (rc == 0) rc = tab->jvp_x[DSK_FN_STOP](t, u, fm, s->ws, s->dws, g1, g2);
   double den = g2[k] + gt;
-  ev->ek[k] = 1.0;
-  if (rc == 0) rc = tab->vjp_x[DSK_FN_STOP](t, u, ev->ek, s->ws, a->bws, gu);
-  if (rc == 0 && np > 0) rc = tab->vjp_p[DSK_FN_STOP](t, u, ev->ek, s->ws, a->bws, ev->pg);
-  ev->ek[k] = 0.0;
+  w->ek[k] = 1.0;
+  if (rc == 0) rc = tab->vjp_x[DSK_FN_STOP](t, u, w->ek, s->ws, w->bws, gu);
+  if (rc == 0 && np > 0) rc = tab->vjp_p[DSK_FN_STOP](t, u, w->ek, s->ws, w->bws, w->pg);
+  w->ek[k] = 0.0;
   if (rc) {
     st->t = t;
     return dsk_status_set(st, DSK_E_MODELFN, "rhs or stop (adjoint) returned %d at t = %g", rc, t);
@@ -1407,12 +1398,12 @@ static int event_jump(dsk_solver *s, int e, double *grad, dsk_status *st) {
   if (rc == 0) rc = tab->eval[DSK_FN_RESET](t - h, u, s->ws, rb);
   for (int i = 0; i < n; i++) c[i] = (ra[i] - rb[i]) / (2.0 * h); /* R_t */
   if (rc == 0) rc = tab->jvp_x[DSK_FN_RESET](t, u, fm, s->ws, s->dws, up, rb);
-  if (rc == 0 && dae) /* the consistent u' after the reset: next segment's start */
-    memcpy(fp, ev->seg_yp + (size_t)(ev->ev_seg[e] + 1) * (size_t)n, (size_t)n * sizeof *fp);
+  if (rc == 0 && fp_given)
+    memcpy(fp, fp_given, (size_t)n * sizeof *fp);
   else if (rc == 0)
     rc = tab->eval[DSK_FN_RHS](t, up, s->ws, fp);
-  if (rc == 0) rc = tab->vjp_x[DSK_FN_RESET](t, u, lam, s->ws, a->bws, lm);
-  if (rc == 0 && np > 0) rc = tab->vjp_p[DSK_FN_RESET](t, u, lam, s->ws, a->bws, a->pbar);
+  if (rc == 0) rc = tab->vjp_x[DSK_FN_RESET](t, u, lam, s->ws, w->bws, out);
+  if (rc == 0 && np > 0) rc = tab->vjp_p[DSK_FN_RESET](t, u, lam, s->ws, w->bws, w->pbar);
   if (rc) {
     st->t = t;
     return dsk_status_set(st, DSK_E_MODELFN, "reset or rhs (adjoint) returned %d at t = %g", rc,
@@ -1430,15 +1421,45 @@ static int event_jump(dsk_solver *s, int e, double *grad, dsk_status *st) {
     }
     wgt = lc / den;
   }
-  for (int q = 0; q < np; q++) grad[q] += a->pbar[q] - wgt * ev->pg[q];
+  for (int q = 0; q < np; q++) grad[q] += w->pbar[q] - wgt * w->pg[q];
+  for (int i = 0; i < n; i++) out[i] -= wgt * gu[i];
+  return DSK_OK;
+}
+
+static int event_jump(dsk_solver *s, int e, double *grad, dsk_status *st) {
+  struct dsk_adjoint *a = s->adj;
+  struct adj_events *ev = a->ev;
+  const dsk_gen_table *tab = s->tab;
+  int n = s->n, rc;
+  double t = ev->ev_t[e], *lam = NV_DATA_S(a->yB);
+  const double *u = ev->ev_u + (size_t)e * (size_t)n;
+  double *fm = ev->w + 6 * (size_t)n, *lm = fm + n;
+  int dae = s->be == &dsk_backend_idas;
+  dsk_event_work w = {ev->w, ev->g12, ev->ek, ev->pg, a->pbar, a->bws};
+  s->ws[tab->n_slot] = (double)ev->ev_N[e];
+  if (dae) { /* u' before (recorded) and lambda's pairing M^T lambda */
+    memcpy(fm, ev->ev_yp + (size_t)e * (size_t)n, (size_t)n * sizeof *fm);
+    rc = tab->vjp_x[DSK_FN_MASS](t, fm, lam, s->ws, a->bws, a->tmp);
+    if (rc == 0) memcpy(lam, a->tmp, (size_t)n * sizeof *lam);
+  } else {
+    rc = tab->eval[DSK_FN_RHS](t, u, s->ws, fm);
+  }
+  if (rc) {
+    st->t = t;
+    return dsk_status_set(st, DSK_E_MODELFN, "rhs or M (adjoint) returned %d at t = %g", rc, t);
+  }
+  /* (IDAS: the consistent u' after the reset is the next segment's start) */
+  rc = dsk_event_adjoint(s, t, u, ev->ev_k[e], ev->ev_N[e], fm,
+                         dae ? ev->seg_yp + (size_t)(ev->ev_seg[e] + 1) * (size_t)n : NULL, lam,
+                         grad, lm, &w, st);
+  if (rc != DSK_OK) return rc;
   if (!dae) {
-    for (int i = 0; i < n; i++) lam[i] = lm[i] - wgt * gu[i];
+    memcpy(lam, lm, (size_t)n * sizeof *lam);
     return DSK_OK;
   }
   /* DAE: b^T s- with b = R_u^T M^T lambda+ - w g_u^T and s- consistent: lambda
      restarts from zero with the jump of a loss term b (as an output's) */
-  double *b = NV_DATA_S(a->bJ);
-  for (int i = 0; i < n; i++) b[i] = lm[i] - wgt * gu[i];
+  memcpy(NV_DATA_S(a->bJ), lm, (size_t)n * sizeof *lm);
   N_VConst(0.0, a->yB);
   N_VConst(0.0, a->ypB);
   s->ws[tab->n_slot] = (double)ev->ev_N[e];

@@ -1,6 +1,6 @@
 /*
  * sens_adjoint_arkode.c - reverse mode for the ARKODE methods (tsit45, dopri5,
- * tr_bdf2, esdirk34) on models without M and without events.
+ * tr_bdf2, esdirk34) on models without M, with or without events.
  *
  * The same gradient as sens_adjoint.c (continuous adjoint):
  *   dL/dp = sum_j (d out/dp)^T g_j + lambda(t0)^T du0/dp + int_t0^T lambda^T dF/dp dt,
@@ -31,9 +31,25 @@
  * dependence on lambda is left out (q does not feed back, so the modified
  * Newton iteration still converges, the q part one iteration after lambda).
  * The backward integrator carries on across checkpoint boundaries and is
- * re-initialised only where lambda jumps (output times with a non-zero g).
+ * re-initialised only where lambda jumps (output times with a non-zero g,
+ * events).
+ *
+ * Events (stop/reset): the forward pass handles a root as solve.c does (the
+ * resets in the order of k, N = k, restart there) and records each event
+ * (t, u before its reset, k, N before) and a checkpoint with the state after
+ * the resets, so events always fall at checkpoint boundaries; outputs within
+ * the root-finding tolerance of the event belong to that checkpoint (after
+ * the reset, as solve_dense gives them).  Each checkpoint also keeps N for
+ * the interval it starts.  Recomputation runs with root finding off (stop
+ * time at the interval's end).  Going back over an event checkpoint: the
+ * output terms there (after the reset), then each event's jump, last first,
+ * from dsk_event_adjoint (sens_adjoint.c, shared with CVODES), then a restart.
+ * A stop without reset ends the forward pass; outputs after it are NaN and
+ * must have a zero g.
  */
+#include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,10 +66,18 @@ struct dsk_adjoint_ark {
   long generation; /* solver generation of the recorded forward pass, -1: none */
   int n, np;
   int nt;          /* recorded output times */
-  /* checkpoints: time, state, index of the output time there (or -1) */
+  int stop_j;      /* first output after a stop without reset (NaN), else nt */
+  /* checkpoints: time, state, the output times there (ck_jn of them from
+     ck_j), the model index N of the interval it starts, and the events that
+     happened at its time (ck_ne of them from ck_e0; the state is after them) */
   int nck, ckcap;
   double *ck_t, *ck_u;
-  int *ck_j;
+  int *ck_j, *ck_jn, *ck_N, *ck_e0, *ck_ne;
+  /* events: time, state before the reset, stop element k, N before */
+  int nev, evcap;
+  double *ev_t, *ev_u;
+  int *ev_k, *ev_N;
+  double *ew, *fm, *lm, *pg, *g12, *ek; /* scratch of dsk_event_adjoint */
   /* the recomputed interval: times, states and F at every step */
   int nrec, reccap, seg;
   double *rt, *ru, *rf;
@@ -86,7 +110,10 @@ void dsk_adjoint_arkode_free(dsk_solver *s) {
   if (a->Y) N_VDestroy(a->Y);
   if (a->vmid) N_VDestroy(a->vmid);
   free(a->rm);
-  free(a->ck_t), free(a->ck_u), free(a->ck_j);
+  free(a->ck_t), free(a->ck_u), free(a->ck_j), free(a->ck_jn), free(a->ck_N), free(a->ck_e0),
+      free(a->ck_ne);
+  free(a->ev_t), free(a->ev_u), free(a->ev_k), free(a->ev_N);
+  free(a->ew), free(a->fm), free(a->lm), free(a->pg), free(a->g12), free(a->ek);
   free(a->rt), free(a->ru), free(a->rf);
   free(a->bws), free(a->gj), free(a->ubar), free(a->pbar), free(a->uf);
   free(a);
@@ -109,7 +136,16 @@ static int ark_state(dsk_solver *s, dsk_status *st) {
   a->pbar = calloc((size_t)a->np + 1, sizeof(double));
   a->uf = calloc((size_t)a->n + 1, sizeof(double));
   if (!s->implicit) a->vmid = N_VNew_Serial((sunindextype)a->n, s->ctx);
-  if ((!s->implicit && !a->vmid) || !a->Y || !a->bws || !a->gj || !a->ubar || !a->pbar || !a->uf) {
+  if (s->nstop > 0) {
+    a->ew = calloc(6 * (size_t)a->n + 1, sizeof(double));
+    a->fm = calloc((size_t)a->n + 1, sizeof(double));
+    a->lm = calloc((size_t)a->n + 1, sizeof(double));
+    a->pg = calloc((size_t)a->np + 1, sizeof(double));
+    a->g12 = calloc(2 * (size_t)s->nstop + 1, sizeof(double));
+    a->ek = calloc((size_t)s->nstop + 1, sizeof(double));
+  }
+  if ((s->nstop > 0 && (!a->ew || !a->fm || !a->lm || !a->pg || !a->g12 || !a->ek)) ||
+      (!s->implicit && !a->vmid) || !a->Y || !a->bws || !a->gj || !a->ubar || !a->pbar || !a->uf) {
     dsk_adjoint_arkode_free(s);
     return dsk_status_set(st, DSK_E_NOMEM, "out of memory for the adjoint");
   }
@@ -132,35 +168,132 @@ static int check_supported(const dsk_solver *s, dsk_status *st) {
                           : s->opt.method == DSK_DOPRI5 ? "dopri5"
                           : s->opt.method == DSK_TR_BDF2 ? "tr_bdf2"
                                                          : "esdirk34");
-  if (s->nstop > 0)
+  const dsk_gen_table *tab = s->tab;
+  if (s->nstop > 0 && (!tab->vjp_x[DSK_FN_STOP] || !tab->vjp_p[DSK_FN_STOP] ||
+                       !tab->jvp_x[DSK_FN_STOP] ||
+                       (s->has_reset && (!tab->vjp_x[DSK_FN_RESET] || !tab->vjp_p[DSK_FN_RESET] ||
+                                         !tab->jvp_x[DSK_FN_RESET]))))
     return dsk_status_set(st, DSK_E_ARG,
-                          "reverse mode through events (stop/reset) is not available yet");
+                          "reverse mode through events needs the derivatives of stop and reset "
+                          "(recompile the model)");
   return DSK_OK;
 }
 
-/* Appends checkpoint (t, u) for output j (-1: none); merges with the last one
-   at the same time. */
-static int push_ck(struct dsk_adjoint_ark *a, double t, const double *u, int j, dsk_status *st) {
+static int *grow_int(int *p, int cap, int *ok) {
+  int *q = *ok ? realloc(p, (size_t)cap * sizeof *q) : NULL;
+  if (!q) *ok = 0;
+  return q ? q : p;
+}
+
+/* Appends checkpoint (t, u) of an interval with model index N, for output j
+   (-1: none); merges with the last one at the same time. */
+static int push_ck(struct dsk_adjoint_ark *a, double t, const double *u, int j, int N,
+                   dsk_status *st) {
   if (a->nck > 0 && a->ck_t[a->nck - 1] == t) {
-    if (j >= 0) a->ck_j[a->nck - 1] = j;
+    int c = a->nck - 1;
+    memcpy(a->ck_u + (size_t)c * (size_t)a->n, u, (size_t)a->n * sizeof *u);
+    a->ck_N[c] = N;
+    if (j >= 0 && a->ck_jn[c] == 0) a->ck_j[c] = j, a->ck_jn[c] = 1;
+    else if (j >= 0) a->ck_jn[c] = j - a->ck_j[c] + 1; /* outputs are consecutive */
     return DSK_OK;
   }
   if (a->nck == a->ckcap) {
-    int cap = a->ckcap ? 2 * a->ckcap : 64;
+    int cap = a->ckcap ? 2 * a->ckcap : 64, ok = 1;
     double *tt = realloc(a->ck_t, (size_t)cap * sizeof *tt);
     if (tt) a->ck_t = tt;
     double *uu = tt ? realloc(a->ck_u, (size_t)cap * (size_t)a->n * sizeof *uu + 1) : NULL;
     if (uu) a->ck_u = uu;
-    int *jj = uu ? realloc(a->ck_j, (size_t)cap * sizeof *jj) : NULL;
-    if (jj) a->ck_j = jj;
-    if (!tt || !uu || !jj) return dsk_status_set(st, DSK_E_NOMEM, "out of memory for checkpoints");
+    ok = uu != NULL;
+    a->ck_j = grow_int(a->ck_j, cap, &ok);
+    a->ck_jn = grow_int(a->ck_jn, cap, &ok);
+    a->ck_N = grow_int(a->ck_N, cap, &ok);
+    a->ck_e0 = grow_int(a->ck_e0, cap, &ok);
+    a->ck_ne = grow_int(a->ck_ne, cap, &ok);
+    if (!ok) return dsk_status_set(st, DSK_E_NOMEM, "out of memory for checkpoints");
     a->ckcap = cap;
   }
-  a->ck_t[a->nck] = t;
-  memcpy(a->ck_u + (size_t)a->nck * (size_t)a->n, u, (size_t)a->n * sizeof *u);
-  a->ck_j[a->nck] = j;
-  a->nck++;
+  int c = a->nck++;
+  a->ck_t[c] = t;
+  memcpy(a->ck_u + (size_t)c * (size_t)a->n, u, (size_t)a->n * sizeof *u);
+  a->ck_j[c] = j;
+  a->ck_jn[c] = j >= 0;
+  a->ck_N[c] = N;
+  a->ck_e0[c] = a->nev;
+  a->ck_ne[c] = 0;
   return DSK_OK;
+}
+
+/* Records an event: root of stop element k at t, state u before its reset,
+   model index N before. */
+static int push_ev(struct dsk_adjoint_ark *a, double t, const double *u, int k, int N,
+                   dsk_status *st) {
+  if (a->nev == a->evcap) {
+    int cap = a->evcap ? 2 * a->evcap : 16, ok = 1;
+    double *tt = realloc(a->ev_t, (size_t)cap * sizeof *tt);
+    if (tt) a->ev_t = tt;
+    double *uu = tt ? realloc(a->ev_u, (size_t)cap * (size_t)a->n * sizeof *uu + 1) : NULL;
+    if (uu) a->ev_u = uu;
+    ok = uu != NULL;
+    a->ev_k = grow_int(a->ev_k, cap, &ok);
+    a->ev_N = grow_int(a->ev_N, cap, &ok);
+    if (!ok) return dsk_status_set(st, DSK_E_NOMEM, "out of memory for the adjoint's events");
+    a->evcap = cap;
+  }
+  a->ev_t[a->nev] = t;
+  memcpy(a->ev_u + (size_t)a->nev * (size_t)a->n, u, (size_t)a->n * sizeof *u);
+  a->ev_k[a->nev] = k;
+  a->ev_N[a->nev] = N;
+  a->nev++;
+  return DSK_OK;
+}
+
+/* The resets of the roots found at tr (in the order of k, each recorded as an
+   event), a restart there, and the checkpoint after them; outputs within tol
+   before tr move to it (solve_dense gives them the value after the reset). */
+static int forward_event(dsk_solver *s, double tr, double tol, double tend, double *y,
+                         const double *times, int nt, int j, dsk_status *st) {
+  struct dsk_adjoint_ark *a = s->adj_ark;
+  const dsk_gen_table *tab = s->tab;
+  double *u = NV_DATA_S(s->y);
+  int fired = 0, rc = DSK_OK, e0 = a->nev;
+  dsk_stats cur;
+  memset(&cur, 0, sizeof cur);
+  s->be->stats(s, &cur);
+  dsk_stats_add(&s->acc, &cur);
+  for (int k = 0; k < s->nstop && rc == DSK_OK; k++) {
+    if (!s->rootsfound[k]) continue;
+    fired++;
+    rc = push_ev(a, tr, u, k, (int)s->ws[tab->n_slot], st);
+    if (rc != DSK_OK) break;
+    s->ws[tab->n_slot] = (double)k;
+    int frc = tab->eval[DSK_FN_RESET](tr, u, s->ws, a->uf);
+    if (frc) {
+      st->t = tr;
+      return dsk_status_set(st, DSK_E_MODELFN, "model function reset returned %d at t = %g", frc,
+                            tr);
+    }
+    memcpy(u, a->uf, (size_t)a->n * sizeof *u);
+  }
+  s->acc.events += fired ? fired : 1;
+  if (rc == DSK_OK) rc = s->be->reinit(s, tr, tend, st);
+  if (rc != DSK_OK) return rc;
+  s->t_cur = tr;
+  /* outputs stored within tol before the event: after the reset, at its checkpoint */
+  int jfirst = j, c = a->nck - 1;
+  while (jfirst > 0 && times[jfirst - 1] >= tr - tol) jfirst--;
+  if (jfirst < j && c > 0 && a->ck_t[c] >= tr - tol && a->ck_ne[c] == 0 && a->ck_j[c] >= jfirst)
+    a->nck--; /* a checkpoint for those outputs alone: no interval of length ~tol */
+  else if (jfirst < j && c >= 0 && a->ck_jn[c] > 0 && a->ck_t[c] >= tr - tol)
+    a->ck_jn[c] = jfirst > a->ck_j[c] ? jfirst - a->ck_j[c] : 0;
+  rc = push_ck(a, tr, u, -1, (int)s->ws[tab->n_slot], st);
+  if (rc != DSK_OK) return rc;
+  a->ck_e0[a->nck - 1] = e0;
+  a->ck_ne[a->nck - 1] = a->nev - e0;
+  for (int q = jfirst; q < j && rc == DSK_OK; q++) {
+    rc = push_ck(a, tr, u, q, (int)s->ws[tab->n_slot], st);
+    if (rc == DSK_OK && y) rc = dsk_solver_store_output(s, times[q], y, nt, q, st);
+  }
+  return rc;
 }
 
 int dsk_arkode_forward_checkpointed(dsk_solver *s, const double *p, const double *times, int nt,
@@ -177,33 +310,65 @@ int dsk_arkode_forward_checkpointed(dsk_solver *s, const double *p, const double
   if (rc != DSK_OK) return rc;
   a = s->adj_ark;
   a->generation = -1;
-  a->nck = 0;
+  a->nck = a->nev = 0;
+  a->stop_j = nt;
   rc = dsk_solver_begin(s, p, times[nt - 1], st);
-  if (rc == DSK_OK) rc = push_ck(a, s->t_cur, NV_DATA_S(s->y), -1, st);
-  for (int j = 0; j < nt && rc == DSK_OK; j++) {
-    double *u = NV_DATA_S(s->y);
-    if (times[j] > s->t_cur) {
-      int flag = s->be->set_stop_time(s, times[j]);
+  if (rc == DSK_OK && s->nstop > 0) { /* a recomputation may have left them off */
+    int flag = dsk_arkode_set_roots(s, 1);
+    if (flag < 0) rc = dsk_solver_fail(s, flag, st);
+  }
+  if (rc == DSK_OK) rc = push_ck(a, s->t_cur, NV_DATA_S(s->y), -1, 0, st);
+  double tol = 0.0; /* > 0 right after an event restart */
+  int j = 0, N = 0;
+  while (rc == DSK_OK && j < nt) {
+    double *u = NV_DATA_S(s->y), tret = s->t_cur;
+    N = (int)s->ws[s->tab->n_slot];
+    if (times[j] <= s->t_cur || times[j] - s->t_cur <= tol) { /* reached */
+      rc = push_ck(a, s->t_cur, u, j, N, st);
+      if (rc == DSK_OK && y) rc = dsk_solver_store_output(s, times[j], y, nt, j, st);
+      j++;
+      continue;
+    }
+    if (steps >= s->opt.max_steps) {
+      snprintf(s->sun_msg, sizeof s->sun_msg,
+               "max_steps = %ld steps taken in total before reaching t = %g", s->opt.max_steps,
+               times[j]);
+      rc = dsk_solver_fail(s, -1 /* ARK_TOO_MUCH_WORK */, st);
+      break;
+    }
+    int flag = s->be->set_stop_time(s, times[j]);
+    if (flag >= 0) flag = s->be->step(s, times[j], 1, &tret);
+    if (flag < 0) {
+      rc = dsk_solver_fail(s, flag, st);
+      break;
+    }
+    s->t_cur = tret;
+    steps++;
+    if (flag == DSK_STEP_ROOT) {
+      double h = 0.0;
+      if (s->be->last_step(s, &h) != 0) h = 0.0;
+      tol = 1000.0 * DBL_EPSILON * (fabs(tret) + fabs(h) + 1e-300);
+      flag = s->be->root_info(s, s->rootsfound);
       if (flag < 0) {
         rc = dsk_solver_fail(s, flag, st);
         break;
       }
-    }
-    while (times[j] > s->t_cur && rc == DSK_OK) {
-      double tret = s->t_cur;
-      int flag = s->be->step(s, times[j], 1, &tret);
-      if (flag < 0) {
-        rc = dsk_solver_fail(s, flag, st);
+      if (!s->has_reset) { /* the solve ends here */
+        dsk_solver_note_stop(s, tret);
+        for (; rc == DSK_OK && j < nt && times[j] <= tret + tol; j++) {
+          rc = push_ck(a, tret, u, j, N, st);
+          if (rc == DSK_OK && y) rc = dsk_solver_store_output(s, times[j], y, nt, j, st);
+        }
+        a->stop_j = j;
+        for (; y && j < nt; j++)
+          for (int i = 0; i < s->tab->nout; i++) y[(size_t)i * (size_t)nt + (size_t)j] = NAN;
         break;
       }
-      s->t_cur = tret;
-      steps++;
-      if (steps % ck_every == 0 && tret < times[j]) rc = push_ck(a, tret, u, -1, st);
+      rc = forward_event(s, tret, tol, times[nt - 1], y, times, nt, j, st);
+      continue;
     }
-    if (rc != DSK_OK) break;
-    rc = push_ck(a, times[j], u, j, st);
-    if (rc == DSK_OK && y) rc = dsk_solver_store_output(s, times[j], y, nt, j, st);
-    if (rc != DSK_OK) break;
+    tol = 0.0;
+    if (steps % ck_every == 0 && tret < times[j]) rc = push_ck(a, tret, u, -1, N, st);
   }
   dsk_solver_collect_stats(s);
   if (rc != DSK_OK) return rc;
@@ -248,11 +413,13 @@ static int recompute(dsk_solver *s, int i, dsk_status *st) {
   double t0 = a->ck_t[i], t1 = a->ck_t[i + 1];
   int rc;
   memcpy(NV_DATA_S(s->y), a->ck_u + (size_t)i * (size_t)a->n, (size_t)a->n * sizeof(double));
+  s->ws[s->tab->n_slot] = (double)a->ck_N[i];
   a->nrec = 0;
   a->seg = 0;
   rc = s->be->reinit(s, t0, t1, st);
   if (rc != DSK_OK) return rc;
-  int flag = s->be->set_stop_time(s, t1);
+  int flag = s->nstop > 0 ? dsk_arkode_set_roots(s, 0) : 0; /* the events are at the ends */
+  if (flag >= 0) flag = s->be->set_stop_time(s, t1);
   if (flag < 0) return dsk_solver_fail(s, flag, st);
   s->t_cur = t0;
   rc = push_rec(s, t0, NV_DATA_S(s->y), st);
@@ -388,11 +555,12 @@ static int column(struct dsk_adjoint_ark *a, int nout, const double *g, int j) {
   return any;
 }
 
-/* lambda += (d out/du)^T g_j, grad += (d out/dp)^T g_j, at checkpoint c. */
+/* lambda += (d out/du)^T g_j, grad += (d out/dp)^T g_j, for output j at checkpoint c. */
 static int add_output_term(dsk_solver *s, int c, double *grad, dsk_status *st) {
   struct dsk_adjoint_ark *a = s->adj_ark;
   const double *u = a->ck_u + (size_t)c * (size_t)a->n;
   double t = a->ck_t[c], *lam = NV_DATA_S(a->Y);
+  s->ws[s->tab->n_slot] = (double)a->ck_N[c];
   int rc = s->tab->vjp_x[DSK_FN_OUT](t, u, a->gj, s->ws, a->bws, a->ubar);
   if (rc == 0) rc = s->tab->vjp_p[DSK_FN_OUT](t, u, a->gj, s->ws, a->bws, a->pbar);
   if (rc) {
@@ -402,6 +570,34 @@ static int add_output_term(dsk_solver *s, int c, double *grad, dsk_status *st) {
   for (int i = 0; i < a->n; i++) lam[i] += a->ubar[i];
   for (int k = 0; k < a->np; k++) grad[k] += a->pbar[k];
   return DSK_OK;
+}
+
+/* At checkpoint c going back: the output terms there (up to output jmax),
+   then the jumps of its events, last first.  *jumped: lambda changed. */
+static int back_over_checkpoint(dsk_solver *s, int c, const double *g, int jmax, double *grad,
+                                int *jumped, dsk_status *st) {
+  struct dsk_adjoint_ark *a = s->adj_ark;
+  int rc = DSK_OK, nout = s->tab->nout;
+  for (int j = a->ck_j[c] + a->ck_jn[c] - 1; j >= a->ck_j[c] && j >= 0 && rc == DSK_OK; j--)
+    if (j <= jmax && column(a, nout, g, j)) {
+      rc = add_output_term(s, c, grad, st);
+      *jumped = 1;
+    }
+  for (int e = a->ck_e0[c] + a->ck_ne[c] - 1; e >= a->ck_e0[c] && rc == DSK_OK; e--) {
+    double t = a->ev_t[e], *lam = NV_DATA_S(a->Y);
+    const double *u = a->ev_u + (size_t)e * (size_t)a->n;
+    dsk_event_work w = {a->ew, a->g12, a->ek, a->pg, a->pbar, a->bws};
+    s->ws[s->tab->n_slot] = (double)a->ev_N[e];
+    int frc = s->tab->eval[DSK_FN_RHS](t, u, s->ws, a->fm);
+    if (frc) {
+      st->t = t;
+      return dsk_status_set(st, DSK_E_MODELFN, "rhs (adjoint) returned %d at t = %g", frc, t);
+    }
+    rc = dsk_event_adjoint(s, t, u, a->ev_k[e], a->ev_N[e], a->fm, NULL, lam, grad, a->lm, &w, st);
+    if (rc == DSK_OK) memcpy(lam, a->lm, (size_t)a->n * sizeof *lam);
+    *jumped = 1;
+  }
+  return rc;
 }
 
 int dsk_arkode_backward(dsk_solver *s, const double *g, double *grad, dsk_status *st) {
@@ -418,12 +614,18 @@ int dsk_arkode_backward(dsk_solver *s, const double *g, double *grad, dsk_status
   for (int j = a->nt - 1; j >= 0 && jlast < 0; j--)
     if (column(a, nout, g, j)) jlast = j;
   if (jlast < 0) return DSK_OK;
+  if (jlast >= a->stop_j) {
+    st->t = s->stop_t;
+    return dsk_status_set(st, DSK_E_ARG,
+                          "the gradient has non-zero entries after the solve stopped at an event "
+                          "(t = %g), where the outputs are NaN; set g to zero there",
+                          s->stop_t);
+  }
   for (int c = a->nck - 1; c >= 0 && clast < 0; c--)
-    if (a->ck_j[c] == jlast) clast = c;
+    if (a->ck_jn[c] > 0 && a->ck_j[c] <= jlast && jlast < a->ck_j[c] + a->ck_jn[c]) clast = c;
   if (clast < 0) return dsk_status_set(st, DSK_E_ARG, "internal: no checkpoint at output time");
   N_VConst(0.0, a->Y);
-  column(a, nout, g, jlast);
-  rc = add_output_term(s, clast, grad, st);
+  rc = back_over_checkpoint(s, clast, g, jlast, grad, &restart, st);
   for (int c = clast - 1; c >= 0 && rc == DSK_OK; c--) {
     double tb = a->ck_t[c + 1], ta = a->ck_t[c], tret = tb;
     rc = recompute(s, c, st);
@@ -436,10 +638,11 @@ int dsk_arkode_backward(dsk_solver *s, const double *g, double *grad, dsk_status
       rc = ark_fail(s, flag, "ARKStepEvolve", st);
       break;
     }
-    if (a->ck_j[c] >= 0 && column(a, nout, g, a->ck_j[c])) {
-      rc = add_output_term(s, c, grad, st);
-      restart = 1;
-    }
+    rc = back_over_checkpoint(s, c, g, jlast, grad, &restart, st);
+  }
+  if (s->nstop > 0 && s->mem) { /* root finding back on for the next solve */
+    int flag = dsk_arkode_set_roots(s, 1);
+    if (flag < 0 && rc == DSK_OK) rc = ark_fail(s, flag, "ARKStepRootInit", st);
   }
   if (rc != DSK_OK) {
     /* ARKStepReInit keeps some state of an aborted integration (the step
@@ -451,6 +654,7 @@ int dsk_arkode_backward(dsk_solver *s, const double *g, double *grad, dsk_status
   for (int k = 0; k < np; k++) grad[k] -= NV_Ith_S(a->Y, a->n + k);
   /* the initial state: lambda(t0)^T du0/dp */
   if (np > 0) {
+    s->ws[s->tab->n_slot] = 0.0; /* u0 is evaluated with N = 0 */
     int frc = s->tab->vjp_p[DSK_FN_U0](s->opt.t0, NULL, NV_DATA_S(a->Y), s->ws, a->bws, a->pbar);
     if (frc) return dsk_status_set(st, DSK_E_MODELFN, "the adjoint of u0 returned %d", frc);
     for (int k = 0; k < np; k++) grad[k] += a->pbar[k];

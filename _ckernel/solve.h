@@ -59,6 +59,9 @@ extern const dsk_backend dsk_backend_arkode;
 /* solve_arkode.c: the Butcher tables of `method` on ARKStep memory `mem`;
    returns the ARKODE flag. */
 int dsk_arkode_set_tables(void *mem, int method);
+/* solve_arkode.c: root finding on the stop elements on (on = 1) or off; returns
+   the ARKODE flag. */
+int dsk_arkode_set_roots(dsk_solver *s, int on);
 
 struct dsk_solver {
   const dsk_model *model;
@@ -174,6 +177,22 @@ void dsk_adjoint_free(dsk_solver *s);
 int dsk_adjoint_fail(dsk_solver *s, int flag, const char *call, dsk_status *st);
 /* JB = -(dF/du)^T (dense) from the Jacobian values in s->jvals. */
 void dsk_adjoint_dense_jt(const dsk_solver *s, SUNMatrix JB);
+
+/* Scratch of dsk_event_adjoint: w 6 n, g12 2 nstop, ek nstop (kept zero),
+   pg and pbar nparams, bws the adjoint workspace (nws). */
+typedef struct dsk_event_work {
+  double *w, *g12, *ek, *pg, *pbar, *bws;
+} dsk_event_work;
+
+/* The adjoint across one event: the root (t, u = u-) of stop element k, the
+   model index N before it (the reset sets N = k), f- = fm (F(t, u-), or u'
+   before it for IDAS) and f+ = fp_given (NULL: F(t, reset(t, u-))).  With
+   lambda+ = lam (M^T lambda+ for IDAS), D = g_u f- + g_t, c = R_u f- + R_t - f+
+   and w = lam . c / D: out = R_u^T lam - w g_u^T and grad += R_p^T lam - w g_p^T
+   (the transpose of sens_forward.c's jump).  Leaves N = k in s->ws. */
+int dsk_event_adjoint(dsk_solver *s, double t, const double *u, int k, int N, const double *fm,
+                      const double *fp_given, const double *lam, double *grad, double *out,
+                      const dsk_event_work *w, dsk_status *st);
 
 /* ---- sens_adjoint_arkode.c (reverse mode of the ARKODE methods) ------------------ */
 

@@ -169,6 +169,12 @@ static int ark_reinit(dsk_solver *s, double t0, double tout1, dsk_status *st) {
   return flag == ARK_SUCCESS ? DSK_OK : dsk_solver_fail(s, flag, st);
 }
 
+int dsk_arkode_set_roots(dsk_solver *s, int on) {
+  int flag = ARKStepRootInit(s->mem, on ? s->nstop : 0, on ? ark_root : NULL);
+  if (flag == ARK_SUCCESS && on) flag = ARKStepSetNoInactiveRootWarn(s->mem);
+  return flag;
+}
+
 static int ark_set_stop_time(dsk_solver *s, double tstop) {
   return ARKStepSetStopTime(s->mem, tstop);
 }

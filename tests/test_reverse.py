@@ -190,6 +190,10 @@ def test_methods_not_covered_yet_say_so():
 
 # ---- events (stop/reset) ------------------------------------------------------------
 
+# CVODES (sens_adjoint.c) and the ARKODE methods that locate events (sens_adjoint_arkode.c;
+# tr_bdf2 refuses events at creation: its dense output is too coarse)
+EVENT_METHODS = ["bdf", "adams", "tsit45", "dopri5", "esdirk34"]
+
 
 def dosing_closed_form_grad(ts, g, cl=2.0, vol=10.0):
     k = cl / vol
@@ -204,7 +208,7 @@ def dosing_closed_form_grad(ts, g, cl=2.0, vol=10.0):
     return np.array([(g * dcl).sum(), (g * dvol).sum()])
 
 
-@pytest.mark.parametrize("method", ["bdf", "adams"])
+@pytest.mark.parametrize("method", EVENT_METHODS)
 def test_dosing_through_events(method):
     """Doses at fixed times (one segment per dose, re-run with checkpoints in the
     backward pass): the closed form's derivatives and forward mode; outputs at the
@@ -229,7 +233,7 @@ out_i { h, v, h + v * v / (2 * g) }
 """
 
 
-@pytest.mark.parametrize("method", ["bdf", "adams"])
+@pytest.mark.parametrize("method", EVENT_METHODS)
 def test_bouncing_ball_through_events(method):
     """The bounce times depend on the state and on g, e, h0: the adjoint's jump
     (with dtau/dp) against central differences and forward mode."""
@@ -246,13 +250,16 @@ def test_bouncing_ball_through_events(method):
     np.testing.assert_allclose(grad, fwd, rtol=1e-6, atol=1e-8 * np.abs(fwd).max())
     # one checkpointed forward pass, two backward passes
     y, ckpt = m.solve_dense_with_checkpointing(p, ts)
-    np.testing.assert_allclose(y.numpy(), m.solve_dense(p, ts).numpy(), rtol=1e-12)
+    # CVODES: the same steps as solve_dense; ARKODE's checkpointed pass stops at every
+    # output time, so its steps (and values, within the tolerance) differ
+    same = 1e-12 if method in ("bdf", "adams") else 1e-8
+    np.testing.assert_allclose(y.numpy(), m.solve_dense(p, ts).numpy(), rtol=same, atol=same)
     y, ckpt = m.solve_dense_with_checkpointing(p, ts)
     np.testing.assert_allclose(ckpt.backward(g).numpy(), grad, rtol=1e-12)
     np.testing.assert_allclose(ckpt.backward(g).numpy(), grad, rtol=1e-12)
 
 
-@pytest.mark.parametrize("method", ["bdf", "adams"])
+@pytest.mark.parametrize("method", EVENT_METHODS)
 def test_threshold_model_through_events(method):
     """Integrate-and-fire: the firing times tau ln(I / (I - vth)) depend on a parameter
     of stop (the g_p term of the jump) and of F; closed form, four firings."""
@@ -266,7 +273,7 @@ def test_threshold_model_through_events(method):
     np.testing.assert_allclose(grad, (ref * g).sum(axis=1), rtol=1e-6)
 
 
-@pytest.mark.parametrize("method", ["bdf", "adams"])
+@pytest.mark.parametrize("method", EVENT_METHODS)
 def test_simultaneous_events_and_reset_parameter(method):
     """Two stop elements fire at t = 4 (both resets, in the order of k, undone in reverse)
     and the reset depends on a parameter (the R_p term): against forward mode."""

@@ -109,11 +109,20 @@ def test_checkpoint_backward_twice_and_autograd(method):
     np.testing.assert_allclose(p.grad.numpy(), want, rtol=1e-7)
 
 
-def test_refusals_mass_matrix_and_events():
+def test_refusals_mass_matrix():
     mass = dsp.DiffsolModule("in_i { m = 2, k = 0.5 }\nu { x = 1 }\ndudt { dxdt = 0 }\n"
                              "M { m * dxdt }\nF { -k * x }\n", method="tsit45")
     with pytest.raises(ValueError, match="reverse mode .* mass matrix"):
         mass.reverse_mode([2.0, 0.5], [0.0, 1.0], np.ones((1, 2)))
-    d = dsp.DiffsolModule(model_source("dosing"), method="esdirk34")
-    with pytest.raises(ValueError, match="events"):
-        d.reverse_mode(d.default_params, [0.0, 1.0], np.ones((d.nout, 2)))
+
+
+@pytest.mark.parametrize("method", ["tsit45", "dopri5", "esdirk34"])
+def test_stop_without_reset(method):
+    """u = exp(-r t) stops at u = 0.5 (t = ln 2 / r): outputs after it are NaN and may
+    not carry a gradient; before it the gradient is the closed form's."""
+    s = dsp.DiffsolModule("in_i { r = 1 }\nu { 1 }\nF { -r * u }\nstop { u - 0.5 }\n",
+                          method=method, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="after the solve stopped"):
+        s.reverse_mode([1.0], [0.0, 1.0], np.ones((1, 2)))
+    grad = s.reverse_mode([1.0], [0.0, 0.5, 1.0], np.array([[0.0, 1.0, 0.0]])).numpy()
+    np.testing.assert_allclose(grad, [-0.5 * np.exp(-0.5)], rtol=1e-7)
