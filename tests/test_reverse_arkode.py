@@ -126,3 +126,11 @@ def test_stop_without_reset(method):
         s.reverse_mode([1.0], [0.0, 1.0], np.ones((1, 2)))
     grad = s.reverse_mode([1.0], [0.0, 0.5, 1.0], np.array([[0.0, 1.0, 0.0]])).numpy()
     np.testing.assert_allclose(grad, [-0.5 * np.exp(-0.5)], rtol=1e-7)
+
+
+def test_max_steps_holds_in_reverse_mode():
+    """The checkpointed forward pass steps one at a time: max_steps is the total, as in
+    solve_dense (it used to be ignored there)."""
+    m = dsp.DiffsolModule(model_source("lotka_volterra"), method="tsit45", max_steps=10)
+    with pytest.raises(dsp.SolverError, match="max_steps = 10"):
+        m.reverse_mode(m.default_params, np.linspace(0.0, 20.0, 3), np.ones((m.nout, 3)))
