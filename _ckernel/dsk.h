@@ -218,6 +218,9 @@ void dsk_solver_options_default(dsk_solver_options *o);
 typedef struct dsk_stats {
   long steps, rhs_evals, jac_evals, lin_setups, err_test_fails, nonlin_iters, nonlin_fails;
   long events; /* stop roots met (resets applied, or the final stop) */
+  /* reverse mode: steps of the last backward pass and its restarts (at output
+     times with a gradient, events, segments); 0 after other solves */
+  long backward_steps, backward_restarts;
 } dsk_stats;
 
 typedef struct dsk_solver dsk_solver;

@@ -161,6 +161,8 @@ struct dsk_adjoint {
   N_Vector yq, lq;   /* forward state and lambda at a quadrature node */
   double tb, tn;     /* lambda (a->yB) and gq are at tb; CVODES' backward problem is at
                         tn <= tb, with [tn, tb] still covered by its last step */
+  long bsteps, brestarts; /* this backward pass (s->stats.backward_*) */
+  int b_live;             /* the backward problem has run since its last (re)start */
 };
 
 void dsk_adjoint_free(dsk_solver *s) {
@@ -377,10 +379,30 @@ void dsk_adjoint_dense_jt(const dsk_solver *s, SUNMatrix JB) {
 
 #define cv_fail dsk_adjoint_fail
 
+/* Before a (re)start of the backward problem: its steps since the last one
+   into the pass's count, and a restart counted when it had run. */
+static void count_b(dsk_solver *s) {
+  struct dsk_adjoint *a = s->adj;
+  if (!a->b_live || a->which < 0) return;
+  long ns = 0;
+  if (s->be == &dsk_backend_idas) {
+    void *bm = IDAGetAdjIDABmem(s->mem, a->which);
+    if (bm) IDAGetNumSteps(bm, &ns);
+  } else {
+    void *bm = CVodeGetAdjCVodeBmem(s->mem, a->which);
+    if (bm) CVodeGetNumSteps(bm, &ns);
+  }
+  a->bsteps += ns;
+  a->brestarts++;
+  a->b_live = 0;
+}
+
 /* Restart the backward problem at t with the current lambda, keeping the
    quadrature accumulated so far. */
 static int reinit_b(dsk_solver *s, double t, dsk_status *st) {
   struct dsk_adjoint *a = s->adj;
+  count_b(s);
+  a->b_live = 1;
   int flag = CVodeReInitB(s->mem, a->which, t, a->yB);
   if (flag == CV_SUCCESS && s->tab->nparams > 0) flag = CVodeQuadReInitB(s->mem, a->which, a->qB);
   a->tb = a->tn = t;
@@ -471,6 +493,7 @@ static int start_backward(dsk_solver *s, double tB0, dsk_status *st) {
   if (a->gq) memset(a->gq, 0, (size_t)np * sizeof *a->gq);
   a->tb = a->tn = tB0;
   if (a->which >= 0) return reinit_b(s, tB0, st);
+  a->b_live = 1;
   flag = CVodeCreateB(s->mem, s->opt.method == DSK_ADAMS ? CV_ADAMS : CV_BDF, &a->which);
   if (flag < 0) return cv_fail(s, flag, "CVodeCreateB", st);
   /* the linear solver of the forward problem, on the transposed pattern */
@@ -635,6 +658,8 @@ static int start_backward_idas(dsk_solver *s, double tB0, dsk_status *st) {
   struct dsk_adjoint *a = s->adj;
   int np = s->tab->nparams, flag;
   const char *call = "IDAReInitB";
+  count_b(s);
+  a->b_live = 1;
   if (a->which >= 0) {
     flag = IDAReInitB(s->mem, a->which, tB0, a->yB, a->ypB);
     if (flag == IDA_SUCCESS && np > 0)
@@ -990,10 +1015,12 @@ static int backward_idas(dsk_solver *s, const double *g, int jlast, double *grad
   return DSK_OK;
 }
 
+static int backward_plain(dsk_solver *s, const double *g, int jlast, double *grad,
+                          dsk_status *st);
+
 int dsk_solver_backward(dsk_solver *s, const double *g, double *grad, dsk_status *st) {
   struct dsk_adjoint *a;
   int np, jlast = -1, rc = DSK_OK;
-  double t_cur;
   dsk_status_clear(st);
   if (!s || !g || (!grad && s->tab->nparams > 0))
     return dsk_status_set(st, DSK_E_ARG, "dsk_solver_backward: NULL argument");
@@ -1008,8 +1035,23 @@ int dsk_solver_backward(dsk_solver *s, const double *g, double *grad, dsk_status
   for (int j = a->nt - 1; j >= 0 && jlast < 0; j--)
     if (column(s, g, j)) jlast = j;
   if (jlast < 0) return DSK_OK; /* a zero gradient costs nothing */
-  if (a->segmented) return backward_events(s, g, jlast, grad, st);
-  if (s->be == &dsk_backend_idas) return backward_idas(s, g, jlast, grad, st);
+  a->bsteps = a->brestarts = 0;
+  a->b_live = 0;
+  if (a->segmented) rc = backward_events(s, g, jlast, grad, st);
+  else if (s->be == &dsk_backend_idas) rc = backward_idas(s, g, jlast, grad, st);
+  else rc = backward_plain(s, g, jlast, grad, st);
+  count_b(s);
+  s->stats.backward_steps = a->bsteps;
+  s->stats.backward_restarts = a->brestarts > 0 ? a->brestarts - 1 : 0; /* the last count_b */
+  return rc;
+}
+
+/* dsk_solver_backward without events or checkpoint times (CVODES) */
+static int backward_plain(dsk_solver *s, const double *g, int jlast, double *grad,
+                          dsk_status *st) {
+  struct dsk_adjoint *a = s->adj;
+  int np = s->tab->nparams, rc;
+  double t_cur;
   N_VConst(0.0, a->yB);
   column(s, g, jlast);
   rc = add_output_term(s, jlast, grad, st);

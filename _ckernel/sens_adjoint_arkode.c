@@ -92,7 +92,14 @@ struct dsk_adjoint_ark {
   SUNMatrix A;
   SUNLinearSolver LS;
   double *bws, *gj, *ubar, *pbar, *uf;
+  long bsteps, bstarts; /* this backward pass (s->stats.backward_*) */
 };
+
+/* The backward problem's steps since its last (re)start into the pass's count. */
+static void count_b(struct dsk_adjoint_ark *a) {
+  long ns = 0;
+  if (a->bmem && ARKStepGetNumSteps(a->bmem, &ns) == ARK_SUCCESS) a->bsteps += ns;
+}
 
 /* Frees the backward problem's memory and linear solver (re-created by start_b). */
 static void free_bmem(struct dsk_adjoint_ark *a) {
@@ -625,11 +632,15 @@ int dsk_arkode_backward(dsk_solver *s, const double *g, double *grad, dsk_status
     if (a->ck_jn[c] > 0 && a->ck_j[c] <= jlast && jlast < a->ck_j[c] + a->ck_jn[c]) clast = c;
   if (clast < 0) return dsk_status_set(st, DSK_E_ARG, "internal: no checkpoint at output time");
   N_VConst(0.0, a->Y);
+  a->bsteps = a->bstarts = 0;
   rc = back_over_checkpoint(s, clast, g, jlast, grad, &restart, st);
   for (int c = clast - 1; c >= 0 && rc == DSK_OK; c--) {
     double tb = a->ck_t[c + 1], ta = a->ck_t[c], tret = tb;
     rc = recompute(s, c, st);
-    if (rc == DSK_OK && restart) rc = start_b(s, tb, st);
+    if (rc == DSK_OK && restart) {
+      if (a->bstarts++ > 0) count_b(a);
+      rc = start_b(s, tb, st);
+    }
     if (rc != DSK_OK) break;
     restart = 0;
     int flag = ARKStepSetStopTime(a->bmem, ta);
@@ -640,6 +651,9 @@ int dsk_arkode_backward(dsk_solver *s, const double *g, double *grad, dsk_status
     }
     rc = back_over_checkpoint(s, c, g, jlast, grad, &restart, st);
   }
+  if (a->bstarts > 0) count_b(a);
+  s->stats.backward_steps = a->bsteps;
+  s->stats.backward_restarts = a->bstarts > 0 ? a->bstarts - 1 : 0;
   if (s->nstop > 0 && s->mem) { /* root finding back on for the next solve */
     int flag = dsk_arkode_set_roots(s, 1);
     if (flag < 0 && rc == DSK_OK) rc = ark_fail(s, flag, "ARKStepRootInit", st);

@@ -396,6 +396,7 @@ void dsk_stats_add(dsk_stats *a, const dsk_stats *b) {
   a->lin_setups += b->lin_setups, a->err_test_fails += b->err_test_fails;
   a->nonlin_iters += b->nonlin_iters, a->nonlin_fails += b->nonlin_fails;
   a->events += b->events;
+  a->backward_steps += b->backward_steps, a->backward_restarts += b->backward_restarts;
 }
 
 static void collect_stats(dsk_solver *s) {

@@ -136,6 +136,7 @@ cdef extern from "dsk.h" nogil:
     ctypedef struct dsk_stats:
         long steps, rhs_evals, jac_evals, lin_setups, err_test_fails
         long nonlin_iters, nonlin_fails, events
+        long backward_steps, backward_restarts
 
     ctypedef struct dsk_solver:
         pass
@@ -232,6 +233,8 @@ cdef dict _stats_dict(const dsk_stats *s):
         "nonlin_iters": s.nonlin_iters,
         "nonlin_fails": s.nonlin_fails,
         "events": s.events,
+        "backward_steps": s.backward_steps,
+        "backward_restarts": s.backward_restarts,
     }
 
 

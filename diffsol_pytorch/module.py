@@ -345,7 +345,14 @@ class DiffsolModule:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Solver statistics of the last solve (steps, rhs_evals, ...)."""
+        """Solver statistics of the last solve (steps, rhs_evals, ...).
+
+        After ``reverse_mode`` (or ``ckpt.backward``) also ``backward_steps`` and
+        ``backward_restarts``: the adjoint's steps in the last backward pass and how often
+        it restarted (at each output time with a gradient, at events); the restarts are
+        what makes a gradient over many output times cost more than one over few
+        (docs/performance.md, Autodiff cost).
+        """
         return self._solver.stats()
 
     def __repr__(self) -> str:

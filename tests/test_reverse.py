@@ -357,3 +357,23 @@ out_i { z, q }
     dq_da = m.reverse_mode(p, ts, gq).numpy()[2]
     want = (2 * a * 50 * np.exp(-8 * k) + 50 * np.exp(-4 * k)) * np.exp(-k)
     assert dq_da == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("method", ["bdf", "adams", "tsit45", "esdirk34"])
+def test_backward_statistics(method):
+    """m.stats after reverse_mode counts the backward pass: its steps and its restarts,
+    one at each output time with a non-zero gradient column after the first; a solve
+    resets them to 0."""
+    m = dsp.DiffsolModule(model_source("lotka_volterra"), method=method, rtol=1e-8, atol=1e-10)
+    p = m.default_params.numpy()
+    ts = np.linspace(0.0, 10.0, 6)
+    g = np.zeros((m.nout, ts.size))
+    g[0, 5] = g[1, 4] = g[0, 2] = 1.0  # jumps at t = 10 (the start), 8 and 4
+    m.reverse_mode(p, ts, g)
+    assert m.stats["backward_restarts"] == 2
+    assert m.stats["backward_steps"] > 10
+    g[:, 2] = 0.0
+    m.reverse_mode(p, ts, g)
+    assert m.stats["backward_restarts"] == 1
+    m.solve_dense(p, ts)
+    assert m.stats["backward_steps"] == 0 and m.stats["backward_restarts"] == 0
