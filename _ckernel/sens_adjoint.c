@@ -79,10 +79,10 @@
    weights, norms: about 60 ns per parameter and step, 18x a solve at 100
    parameters against 5x at 1).  Above DSK_SKETCH_MIN parameters the gradient
    integral is instead accumulated here, step by step: the backward problem
-   runs in CV_ONE_STEP mode and each step [t_n, t_n-1] gets a 3-point
-   Gauss-Legendre rule (exact to degree 5, the BDF's highest order) on
-   lambda's dense output (CVodeGetDky) and the forward state's interpolant
-   (CVodeGetAdjY).  The step sizes still see the integrand: CVODES integrates,
+   runs in CV_ONE_STEP (IDA_ONE_STEP) mode and each step [t_n, t_n-1] gets a
+   3-point Gauss-Legendre rule (exact to degree 5, the BDF's highest order) on
+   lambda's dense output (CVodeGetDky / IDAGetDky) and the forward state's
+   interpolant (CVodeGetAdjY / IDAGetAdjY, with u' for IDAS).  The step sizes still see the integrand: CVODES integrates,
    with error control, a count sketch of the quadrature: DSK_SKETCH_DIM sums
    r_i = sum_{k in bucket i} sign_k q_k over a fixed pseudo-random split of the
    parameters into buckets with random signs, whose local errors are those of
@@ -159,6 +159,7 @@ struct dsk_adjoint {
   int *bucket;       /* nparams: the sketch's bucket of each parameter */
   double *sign;      /* nparams: and its sign */
   N_Vector yq, lq;   /* forward state and lambda at a quadrature node */
+  N_Vector ypq;      /* IDAS: the forward u' there */
   double tb, tn;     /* lambda (a->yB) and gq are at tb; CVODES' backward problem is at
                         tn <= tb, with [tn, tb] still covered by its last step */
   long bsteps, brestarts; /* this backward pass (s->stats.backward_*) */
@@ -174,6 +175,7 @@ void dsk_adjoint_free(dsk_solver *s) {
   if (a->yB) N_VDestroy(a->yB);
   if (a->qB) N_VDestroy(a->qB);
   if (a->yq) N_VDestroy(a->yq);
+  if (a->ypq) N_VDestroy(a->ypq);
   if (a->lq) N_VDestroy(a->lq);
   free(a->gq), free(a->phi), free(a->bucket), free(a->sign);
   if (a->LSJ) SUNLinSolFree(a->LSJ);
@@ -202,7 +204,8 @@ static int adjoint_state(dsk_solver *s, dsk_status *st) {
   a->yB = N_VNew_Serial(n, s->ctx);
   /* the sketch: CVODES, a compiled model (a callback model's vjp_p is a Python call,
      too dear for the extra quadrature nodes) and more than DSK_SKETCH_MIN parameters */
-  a->sketch = s->be == &dsk_backend_cvodes && !s->model->cb && np > DSK_SKETCH_MIN;
+  a->sketch = (s->be == &dsk_backend_cvodes || s->be == &dsk_backend_idas) && !s->model->cb &&
+              np > DSK_SKETCH_MIN;
   a->nq = a->sketch ? DSK_SKETCH_DIM : np;
   a->qB = np > 0 ? N_VNew_Serial(a->nq, s->ctx) : NULL;
   if (a->sketch) {
@@ -212,7 +215,9 @@ static int adjoint_state(dsk_solver *s, dsk_status *st) {
     a->sign = malloc((size_t)np * sizeof(double));
     a->yq = N_VNew_Serial(n, s->ctx);
     a->lq = N_VNew_Serial(n, s->ctx);
-    if (!a->gq || !a->phi || !a->bucket || !a->sign || !a->yq || !a->lq) {
+    if (s->be == &dsk_backend_idas) a->ypq = N_VNew_Serial(n, s->ctx);
+    if (!a->gq || !a->phi || !a->bucket || !a->sign || !a->yq || !a->lq ||
+        (s->be == &dsk_backend_idas && !a->ypq)) {
       dsk_adjoint_free(s);
       return dsk_status_set(st, DSK_E_NOMEM, "out of memory for the adjoint");
     }
@@ -282,19 +287,20 @@ static int rhs_b(realtype t, N_Vector y, N_Vector yB, N_Vector yBdot, void *data
   return 0;
 }
 
-/* q' = lambda^T dF/dp; with the sketch, its bucket sums (sign_k q_k') */
+/* The sketch's bucket sums q[i] = sum_{k in bucket i} sign_k phi[k]. */
+static void sketch_project(const struct dsk_adjoint *a, int np, const double *phi, double *q) {
+  for (int i = 0; i < DSK_SKETCH_DIM; i++) q[i] = 0.0;
+  for (int k = 0; k < np; k++) q[a->bucket[k]] += a->sign[k] * phi[k];
+}
+
+/* q' = lambda^T dF/dp; with the sketch, its bucket sums */
 static int quad_b(realtype t, N_Vector y, N_Vector yB, N_Vector qBdot, void *data) {
   dsk_solver *s = data;
   struct dsk_adjoint *a = s->adj;
-  int np = s->tab->nparams;
   double *out = a->sketch ? a->phi : NV_DATA_S(qBdot);
   int rc = s->tab->vjp_p[DSK_FN_RHS](t, NV_DATA_S(y), NV_DATA_S(yB), s->ws, a->bws, out);
   if (rc) return dsk_solver_model_failed(s, "rhs (adjoint quadrature)", rc, t);
-  if (a->sketch) {
-    double *q = NV_DATA_S(qBdot);
-    for (int i = 0; i < DSK_SKETCH_DIM; i++) q[i] = 0.0;
-    for (int k = 0; k < np; k++) q[a->bucket[k]] += a->sign[k] * out[k];
-  }
+  if (a->sketch) sketch_project(a, s->tab->nparams, out, NV_DATA_S(qBdot));
   return 0;
 }
 
@@ -428,13 +434,25 @@ static int sketch_step(dsk_solver *s, void *bm, double lo, double hi, dsk_status
   struct dsk_adjoint *a = s->adj;
   int np = s->tab->nparams;
   double mid = 0.5 * (lo + hi), half = 0.5 * (hi - lo);
+  int dae = s->be == &dsk_backend_idas;
   for (int i = 0; i < 3; i++) {
     double tau = mid + half * x[i];
-    int flag = CVodeGetDky(bm, tau, 0, a->lq);
-    if (flag >= 0) flag = CVodeGetAdjY(s->mem, tau, a->yq);
-    if (flag < 0) return cv_fail(s, flag, "CVodeGetDky", st);
-    int rc = s->tab->vjp_p[DSK_FN_RHS](tau, NV_DATA_S(a->yq), NV_DATA_S(a->lq), s->ws, a->bws,
-                                        a->phi);
+    int flag, rc;
+    if (dae) {
+      flag = IDAGetDky(bm, tau, 0, a->lq);
+      if (flag >= 0) flag = IDAGetAdjY(s->mem, tau, a->yq, a->ypq);
+      if (flag < 0) return dsk_adjoint_fail(s, flag, "IDAGetDky", st);
+    } else {
+      flag = CVodeGetDky(bm, tau, 0, a->lq);
+      if (flag >= 0) flag = CVodeGetAdjY(s->mem, tau, a->yq);
+      if (flag < 0) return cv_fail(s, flag, "CVodeGetDky", st);
+    }
+    rc = s->tab->vjp_p[DSK_FN_RHS](tau, NV_DATA_S(a->yq), NV_DATA_S(a->lq), s->ws, a->bws, a->phi);
+    if (rc == 0 && dae && s->tab->vjp_p[DSK_FN_MASS]) { /* - lambda^T M_p u' */
+      rc = s->tab->vjp_p[DSK_FN_MASS](tau, NV_DATA_S(a->ypq), NV_DATA_S(a->lq), s->ws, a->bws,
+                                       a->pbar2);
+      for (int k = 0; rc == 0 && k < np; k++) a->phi[k] -= a->pbar2[k];
+    }
     if (rc) {
       st->t = tau;
       return dsk_status_set(st, DSK_E_MODELFN,
@@ -450,7 +468,8 @@ static int sketch_step(dsk_solver *s, void *bm, double lo, double hi, dsk_status
    when the last step went past it (module comment at DSK_SKETCH_MIN). */
 static int sketch_back_to(dsk_solver *s, double target, dsk_status *st) {
   struct dsk_adjoint *a = s->adj;
-  void *bm = CVodeGetAdjCVodeBmem(s->mem, a->which);
+  int dae = s->be == &dsk_backend_idas;
+  void *bm = dae ? IDAGetAdjIDABmem(s->mem, a->which) : CVodeGetAdjCVodeBmem(s->mem, a->which);
   int rc = DSK_OK, stall = 0;
   if (!bm) return dsk_status_set(st, DSK_E_SOLVER, "the adjoint's backward problem is missing");
   if (a->tn < a->tb) { /* the rest of the last step, past an earlier target */
@@ -461,9 +480,16 @@ static int sketch_back_to(dsk_solver *s, double target, dsk_status *st) {
   }
   while (a->tb > target) {
     double tret = a->tb;
-    int flag = CVodeB(s->mem, target, CV_ONE_STEP);
-    if (flag >= 0) flag = CVodeGetB(s->mem, a->which, &tret, a->yB);
-    if (flag < 0) return cv_fail(s, flag, "CVodeB", st);
+    int flag;
+    if (dae) {
+      flag = IDASolveB(s->mem, target, IDA_ONE_STEP);
+      if (flag >= 0) flag = IDAGetB(s->mem, a->which, &tret, a->yB, a->ypB);
+      if (flag < 0) return dsk_adjoint_fail(s, flag, "IDASolveB", st);
+    } else {
+      flag = CVodeB(s->mem, target, CV_ONE_STEP);
+      if (flag >= 0) flag = CVodeGetB(s->mem, a->which, &tret, a->yB);
+      if (flag < 0) return cv_fail(s, flag, "CVodeB", st);
+    }
     if (!(tret < a->tb)) { /* a checkpoint boundary: CVodeB moves on without a step */
       if (++stall > 4)
         return dsk_status_set(st, DSK_E_SOLVER, "the backward problem made no progress at t = %g",
@@ -479,9 +505,16 @@ static int sketch_back_to(dsk_solver *s, double target, dsk_status *st) {
   }
   /* the sketch's quadrature so far: its error weights at a restart scale with it */
   double tq;
-  int flag = CVodeGetQuadB(s->mem, a->which, &tq, a->qB);
-  if (flag >= 0 && a->tn < a->tb) flag = CVodeGetDky(bm, a->tb, 0, a->yB);
-  return flag < 0 ? cv_fail(s, flag, "CVodeGetDky", st) : DSK_OK;
+  int flag;
+  if (dae) {
+    flag = IDAGetQuadB(s->mem, a->which, &tq, a->qB);
+    if (flag >= 0 && a->tn < a->tb) flag = IDAGetDky(bm, a->tb, 0, a->yB);
+    if (flag >= 0 && a->tn < a->tb) flag = IDAGetDky(bm, a->tb, 1, a->ypB);
+  } else {
+    flag = CVodeGetQuadB(s->mem, a->which, &tq, a->qB);
+    if (flag >= 0 && a->tn < a->tb) flag = CVodeGetDky(bm, a->tb, 0, a->yB);
+  }
+  return flag < 0 ? cv_fail(s, flag, "GetDky", st) : DSK_OK;
 }
 
 /* Create the backward problem at tB0 with yB (first use) or restart it, the
@@ -490,7 +523,6 @@ static int start_backward(dsk_solver *s, double tB0, dsk_status *st) {
   struct dsk_adjoint *a = s->adj;
   int np = s->tab->nparams, flag;
   if (a->qB) N_VConst(0.0, a->qB);
-  if (a->gq) memset(a->gq, 0, (size_t)np * sizeof *a->gq);
   a->tb = a->tn = tB0;
   if (a->which >= 0) return reinit_b(s, tB0, st);
   a->b_live = 1;
@@ -595,7 +627,7 @@ static int quad_idas_b(realtype t, N_Vector y, N_Vector yp, N_Vector yB, N_Vecto
                        N_Vector qBdot, void *data) {
   dsk_solver *s = data;
   struct dsk_adjoint *a = s->adj;
-  double *q = NV_DATA_S(qBdot);
+  double *q = a->sketch ? a->phi : NV_DATA_S(qBdot);
   (void)ypB;
   int rc = s->tab->vjp_p[DSK_FN_RHS](t, NV_DATA_S(y), NV_DATA_S(yB), s->ws, a->bws, q);
   if (rc) return dsk_solver_model_failed(s, "rhs (adjoint quadrature)", rc, t);
@@ -604,6 +636,7 @@ static int quad_idas_b(realtype t, N_Vector y, N_Vector yp, N_Vector yB, N_Vecto
     if (rc) return dsk_solver_model_failed(s, "M (adjoint quadrature)", rc, t);
     for (int k = 0; k < s->tab->nparams; k++) q[k] -= a->pbar2[k];
   }
+  if (a->sketch) sketch_project(a, s->tab->nparams, q, NV_DATA_S(qBdot));
   return 0;
 }
 
@@ -660,6 +693,7 @@ static int start_backward_idas(dsk_solver *s, double tB0, dsk_status *st) {
   const char *call = "IDAReInitB";
   count_b(s);
   a->b_live = 1;
+  a->tb = a->tn = tB0;
   if (a->which >= 0) {
     flag = IDAReInitB(s->mem, a->which, tB0, a->yB, a->ypB);
     if (flag == IDA_SUCCESS && np > 0)
@@ -979,20 +1013,14 @@ static int backward_idas(dsk_solver *s, const double *g, int jlast, double *grad
   t_cur = a->times[jlast];
   int restart = 1; /* lambda jumped at t_cur */
   for (int j = jlast - 1; j >= -1 && rc == DSK_OK; j--) {
-    double target = j >= 0 ? a->times[j] : t0, tret = t_cur;
+    double target = j >= 0 ? a->times[j] : t0;
     int jump = j >= 0 && column(s, g, j);
     if (target < t_cur) {
       /* (re)start at t_cur after a jump there, then integrate to target */
       if (restart) rc = start_backward_idas(s, t_cur, st);
+      if (rc == DSK_OK) rc = back_to(s, target, st);
       if (rc != DSK_OK) break;
       restart = 0;
-      int flag = IDASolveB(s->mem, target, IDA_NORMAL);
-      if (flag >= 0) flag = IDAGetB(s->mem, a->which, &tret, a->yB, a->ypB);
-      if (flag >= 0 && np > 0) flag = IDAGetQuadB(s->mem, a->which, &tret, a->qB);
-      if (flag < 0) {
-        rc = ida_fail(s, flag, "IDASolveB", st);
-        break;
-      }
       t_cur = target;
     }
     if (jump) {
@@ -1002,8 +1030,7 @@ static int backward_idas(dsk_solver *s, const double *g, int jlast, double *grad
   }
   if (rc != DSK_OK) return rc;
   /* the integral: q(t0) = int_T^t0 lambda^T (F_p - M_p u') */
-  if (np > 0 && a->which >= 0 && a->times[jlast] > t0)
-    for (int k = 0; k < np; k++) grad[k] -= NV_Ith_S(a->qB, k);
+  if (np > 0 && a->which >= 0 && a->times[jlast] > t0) quad_into_grad(s, grad);
   /* the initial state: (M^T lambda(t0))^T du0/dp */
   if (np > 0) {
     int frc = s->tab->vjp_x[DSK_FN_MASS](t0, a->yps, NV_DATA_S(a->yB), s->ws, a->bws, a->tmp);
@@ -1037,6 +1064,7 @@ int dsk_solver_backward(dsk_solver *s, const double *g, double *grad, dsk_status
   if (jlast < 0) return DSK_OK; /* a zero gradient costs nothing */
   a->bsteps = a->brestarts = 0;
   a->b_live = 0;
+  if (a->gq) memset(a->gq, 0, (size_t)np * sizeof *a->gq); /* the sketch's integral */
   if (a->segmented) rc = backward_events(s, g, jlast, grad, st);
   else if (s->be == &dsk_backend_idas) rc = backward_idas(s, g, jlast, grad, st);
   else rc = backward_plain(s, g, jlast, grad, st);
@@ -1528,13 +1556,13 @@ static int back_to(dsk_solver *s, double target, dsk_status *st) {
   struct dsk_adjoint *a = s->adj;
   double tret = target;
   int np = s->tab->nparams, flag;
+  if (a->sketch) return sketch_back_to(s, target, st);
   if (s->be == &dsk_backend_idas) {
     flag = IDASolveB(s->mem, target, IDA_NORMAL);
     if (flag >= 0) flag = IDAGetB(s->mem, a->which, &tret, a->yB, a->ypB);
     if (flag >= 0 && np > 0) flag = IDAGetQuadB(s->mem, a->which, &tret, a->qB);
     return flag < 0 ? ida_fail(s, flag, "IDASolveB", st) : DSK_OK;
   }
-  if (a->sketch) return sketch_back_to(s, target, st);
   flag = CVodeB(s->mem, target, CV_NORMAL);
   if (flag >= 0) flag = CVodeGetB(s->mem, a->which, &tret, a->yB);
   if (flag >= 0 && np > 0) flag = CVodeGetQuadB(s->mem, a->which, &tret, a->qB);
@@ -1597,7 +1625,7 @@ static int backward_events(dsk_solver *s, const double *g, int jlast, double *gr
     if (flag < 0 && rc == DSK_OK) rc = cv_fail(s, flag, "CVodeRootInit", st);
   }
   if (rc != DSK_OK) return rc;
-  if (np > 0 && integrated) quad_into_grad(s, grad); /* IDAS: never sketched */
+  if (np > 0 && integrated) quad_into_grad(s, grad);
   if (np > 0) {
     const double *l0 = NV_DATA_S(a->yB);
     int frc = 0;

@@ -122,3 +122,63 @@ def test_autograd_many_params():
     loss.backward()
     w = 2 * y.detach().numpy()
     assert rel_err(p.grad.numpy(), central_fd(m, p0, times.numpy(), w)) < 1e-5
+
+
+def dae_model(n: int) -> str:
+    """mm x_0' = -a_0 x_0, x_i' = -a_i x_i, x_i(0) = 1, and the algebraic
+    0 = y - sum_i b_i x_i: closed form y = sum_i b_i exp(-a_i t) at mm = 1 (IDAS, 2n + 1
+    parameters, one in M)."""
+    names = ", ".join([f"a{i} = {0.2 + 0.1 * i}" for i in range(n)] +
+                      [f"b{i} = {1.0 - 0.05 * i}" for i in range(n)] + ["mm = 1.0"])
+    states = ", ".join([f"x{i} = 1" for i in range(n)] + ["y = 0"])
+    dudt = ", ".join([f"dx{i}dt = 0" for i in range(n)] + ["dydt = 0"])
+    mass = ", ".join(["mm * dx0dt"] + [f"dx{i}dt" for i in range(1, n)] + ["0"])
+    rhs = ", ".join([f"-a{i} * x{i}" for i in range(n)] +
+                    ["y - (" + " + ".join(f"b{i} * x{i}" for i in range(n)) + ")"])
+    return (f"in_i {{ {names} }}\nu_i {{ {states} }}\ndudt_i {{ {dudt} }}\nM_i {{ {mass} }}\n"
+            f"F_i {{ {rhs} }}\nout_i {{ y, x0 }}\n")
+
+
+def test_dae_closed_form():
+    n = 10
+    m = dsp.DiffsolModule(dae_model(n), rtol=1e-10, atol=1e-12)
+    assert m.nparams == 2 * n + 1
+    p = m.default_params.numpy()
+    a, b = p[:n], p[n:2 * n]
+    times = np.linspace(0.0, 4.0, 17)
+    rng = np.random.default_rng(5)
+    g = rng.standard_normal((2, times.size))
+    e = np.exp(-a[:, None] * times[None, :])  # (n, nt)
+    want_a = (g[0][None, :] * (-times[None, :]) * b[:, None] * e).sum(1)
+    want_a[0] += (g[1] * (-times) * e[0]).sum()
+    want_b = (g[0][None, :] * e).sum(1)
+    want_mm = ((g[0] * b[0] + g[1]) * a[0] * times * e[0]).sum()  # d exp(-a0 t / mm) / d mm
+    grad = m.reverse_mode(p, times, g).numpy()
+    assert rel_err(grad, np.concatenate([want_a, want_b, [want_mm]])) < 1e-6
+    _, sens = m.forward_mode(p, times)
+    assert rel_err(grad, np.einsum("pot,ot->p", sens.numpy(), g)) < 1e-6
+
+
+def test_dae_events_many_params():
+    """IDAS through events (a reset of the differential state at a threshold) with 10
+    extra parameters: against forward mode and central differences."""
+    k = 10
+    extra = ", ".join(f"s{i} = {0.02 * (i + 1)}" for i in range(k))
+    total = " + ".join(f"s{i}" for i in range(k))
+    code = (f"in_i {{ cur = 2.0, tau = 1.5, vth = 1.0, c = 2.0, {extra} }}\n"
+            "u_i { x = 0.0, y = 0.0 }\ndudt_i { dxdt = 0, dydt = 0 }\nM_i { dxdt, 0 }\n"
+            f"F_i {{ (cur - x) / tau + ({total}) * sin(2 * t), c * x - y }}\n"
+            "stop { x - vth }\nreset_i { 0.0, 0.0 }\nout_i { x, y }\n")
+    m = dsp.DiffsolModule(code, rtol=1e-10, atol=1e-12)
+    p = m.default_params.numpy()
+    times = np.linspace(0.0, 4.0, 9)
+    g = np.random.default_rng(6).standard_normal((2, times.size))
+    grad = m.reverse_mode(p, times, g).numpy()
+    assert m.stats["events"] >= 2
+    _, sens = m.forward_mode(p, times)
+    assert rel_err(grad, np.einsum("pot,ot->p", sens.numpy(), g)) < 1e-6
+    # the s_i are small (0.02..0.2): a relative step of 1e-2 keeps the solver's noise out
+    # of their differences (F is linear in them); 1e-4 for the others
+    fd = np.where(np.arange(p.size) < 4, central_fd(m, p, times, g),
+                  central_fd(m, p, times, g, rel=1e-2))
+    assert rel_err(grad, fd) < 1e-4

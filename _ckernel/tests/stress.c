@@ -45,6 +45,12 @@ static const char many_params[] =
     "b4 = 5 }\nu_i { x0 = b0, x1 = b1, x2 = b2, x3 = b3, x4 = b4 }\n"
     "F_i { -a0 * x0, a0 * x0 - a1 * x1, a1 * x1 - a2 * x2, a2 * x2 - a3 * x3 + sin(t), "
     "a3 * x3 - a4 * x4 }\n";
+/* the same through IDAS: an algebraic state and M */
+static const char many_params_dae[] =
+    "in_i { a0 = 0.1, a1 = 0.2, a2 = 0.3, a3 = 0.4, a4 = 0.5, b0 = 1, b1 = 2, b2 = 3, b3 = 4, "
+    "b4 = 5 }\nu_i { x0 = b0, x1 = b1, x2 = b2, y = 0 }\ndudt_i { d0 = 0, d1 = 0, d2 = 0, "
+    "dy = 0 }\nM_i { d0, d1, d2, 0 }\nF_i { -a0 * x0, a0 * x0 - a1 * x1, a1 * x1 - a2 * x2 + "
+    "sin(t), y - a3 * x0 - a4 * x2 - b3 * b4 }\n";
 
 static example examples[] = {
     {"decay.ds", 5.0, DSK_TSIT45, 1, NULL, NULL},
@@ -56,6 +62,7 @@ static example examples[] = {
     {"vanderpol.ds", 1.0, -1, 1, NULL, NULL},
     {"heat1d.ds", 0.05, -1, 1, NULL, NULL},
     {"(10 parameters)", 5.0, -1, 1, NULL, many_params},
+    {"(10 parameters, DAE)", 5.0, -1, 1, NULL, many_params_dae},
 };
 #define NEX ((int)(sizeof examples / sizeof examples[0]))
 #define NT 6
