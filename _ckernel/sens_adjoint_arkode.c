@@ -192,6 +192,15 @@ static int *grow_int(int *p, int cap, int *ok) {
   return q ? q : p;
 }
 
+/* Grows a list of times *t and states *u (n each) to cap entries; *ok = 0 on failure. */
+static void grow_tu(double **t, double **u, int cap, int n, int *ok) {
+  double *tt = realloc(*t, (size_t)cap * sizeof *tt);
+  if (tt) *t = tt;
+  double *uu = tt ? realloc(*u, (size_t)cap * (size_t)n * sizeof *uu + 1) : NULL;
+  if (uu) *u = uu;
+  *ok = uu != NULL;
+}
+
 /* Appends checkpoint (t, u) of an interval with model index N, for output j
    (-1: none); merges with the last one at the same time. */
 static int push_ck(struct dsk_adjoint_ark *a, double t, const double *u, int j, int N,
@@ -205,12 +214,8 @@ static int push_ck(struct dsk_adjoint_ark *a, double t, const double *u, int j, 
     return DSK_OK;
   }
   if (a->nck == a->ckcap) {
-    int cap = a->ckcap ? 2 * a->ckcap : 64, ok = 1;
-    double *tt = realloc(a->ck_t, (size_t)cap * sizeof *tt);
-    if (tt) a->ck_t = tt;
-    double *uu = tt ? realloc(a->ck_u, (size_t)cap * (size_t)a->n * sizeof *uu + 1) : NULL;
-    if (uu) a->ck_u = uu;
-    ok = uu != NULL;
+    int cap = a->ckcap ? 2 * a->ckcap : 64, ok;
+    grow_tu(&a->ck_t, &a->ck_u, cap, a->n, &ok);
     a->ck_j = grow_int(a->ck_j, cap, &ok);
     a->ck_jn = grow_int(a->ck_jn, cap, &ok);
     a->ck_N = grow_int(a->ck_N, cap, &ok);
@@ -235,12 +240,8 @@ static int push_ck(struct dsk_adjoint_ark *a, double t, const double *u, int j, 
 static int push_ev(struct dsk_adjoint_ark *a, double t, const double *u, int k, int N,
                    dsk_status *st) {
   if (a->nev == a->evcap) {
-    int cap = a->evcap ? 2 * a->evcap : 16, ok = 1;
-    double *tt = realloc(a->ev_t, (size_t)cap * sizeof *tt);
-    if (tt) a->ev_t = tt;
-    double *uu = tt ? realloc(a->ev_u, (size_t)cap * (size_t)a->n * sizeof *uu + 1) : NULL;
-    if (uu) a->ev_u = uu;
-    ok = uu != NULL;
+    int cap = a->evcap ? 2 * a->evcap : 16, ok;
+    grow_tu(&a->ev_t, &a->ev_u, cap, a->n, &ok);
     a->ev_k = grow_int(a->ev_k, cap, &ok);
     a->ev_N = grow_int(a->ev_N, cap, &ok);
     if (!ok) return dsk_status_set(st, DSK_E_NOMEM, "out of memory for the adjoint's events");
