@@ -32,7 +32,10 @@
  * Newton iteration still converges, the q part one iteration after lambda).
  * The backward integrator carries on across checkpoint boundaries and is
  * re-initialised only where lambda jumps (output times with a non-zero g,
- * events).
+ * events).  When the whole forward trajectory's records fit in
+ * DSK_ARK_KEEP_MEMORY (and checkpoint_steps is not set), the forward pass
+ * keeps them and the backward pass neither recomputes nor stops at
+ * checkpoints without a jump: it runs from jump to jump over the kept steps.
  *
  * Events (stop/reset): the forward pass handles a root as solve.c does (the
  * resets in the order of k, N = k, restart there) and records each event
@@ -60,6 +63,11 @@
 #include "solve.h"
 
 #define DSK_ARK_CK_STEPS 20 /* internal forward steps between checkpoints */
+/* Without checkpoint_steps, the forward pass also keeps every step's record
+   (t, u, F, midpoint) while they fit in this many bytes (the CVODES adjoint's
+   budget): then the backward pass recomputes nothing and integrates straight
+   from one jump (output with a gradient, event) to the next. */
+#define DSK_ARK_KEEP_MEMORY (8L << 20)
 
 
 struct dsk_adjoint_ark {
@@ -78,8 +86,11 @@ struct dsk_adjoint_ark {
   double *ev_t, *ev_u;
   int *ev_k, *ev_N;
   double *ew, *fm, *lm, *pg, *g12, *ek; /* scratch of dsk_event_adjoint */
-  /* the recomputed interval: times, states and F at every step */
-  int nrec, reccap, seg;
+  /* the recomputed interval (or the kept trajectory): times, states and F at
+     every step; the interpolant reads records lo..hi */
+  int nrec, reccap, seg, lo, hi;
+  int keep;        /* the forward pass kept every step's record */
+  int *ck_rec;     /* with keep: the record of each checkpoint (after its events) */
   double *rt, *ru, *rf;
   /* explicit tables: the state at each step's midpoint from ARKODE's
      interpolant (degree 4 for the order-5 tables), or NULL */
@@ -118,7 +129,7 @@ void dsk_adjoint_arkode_free(dsk_solver *s) {
   if (a->vmid) N_VDestroy(a->vmid);
   free(a->rm);
   free(a->ck_t), free(a->ck_u), free(a->ck_j), free(a->ck_jn), free(a->ck_N), free(a->ck_e0),
-      free(a->ck_ne);
+      free(a->ck_ne), free(a->ck_rec);
   free(a->ev_t), free(a->ev_u), free(a->ev_k), free(a->ev_N);
   free(a->ew), free(a->fm), free(a->lm), free(a->pg), free(a->g12), free(a->ek);
   free(a->rt), free(a->ru), free(a->rf);
@@ -186,6 +197,9 @@ static int check_supported(const dsk_solver *s, dsk_status *st) {
   return DSK_OK;
 }
 
+static int push_rec(dsk_solver *s, double t, const double *u, dsk_status *st);
+static int record_step(dsk_solver *s, double tret, dsk_status *st);
+
 static int *grow_int(int *p, int cap, int *ok) {
   int *q = *ok ? realloc(p, (size_t)cap * sizeof *q) : NULL;
   if (!q) *ok = 0;
@@ -209,6 +223,7 @@ static int push_ck(struct dsk_adjoint_ark *a, double t, const double *u, int j, 
     int c = a->nck - 1;
     memcpy(a->ck_u + (size_t)c * (size_t)a->n, u, (size_t)a->n * sizeof *u);
     a->ck_N[c] = N;
+    a->ck_rec[c] = a->keep ? a->nrec - 1 : -1;
     if (j >= 0 && a->ck_jn[c] == 0) a->ck_j[c] = j, a->ck_jn[c] = 1;
     else if (j >= 0) a->ck_jn[c] = j - a->ck_j[c] + 1; /* outputs are consecutive */
     return DSK_OK;
@@ -221,6 +236,7 @@ static int push_ck(struct dsk_adjoint_ark *a, double t, const double *u, int j, 
     a->ck_N = grow_int(a->ck_N, cap, &ok);
     a->ck_e0 = grow_int(a->ck_e0, cap, &ok);
     a->ck_ne = grow_int(a->ck_ne, cap, &ok);
+    a->ck_rec = grow_int(a->ck_rec, cap, &ok);
     if (!ok) return dsk_status_set(st, DSK_E_NOMEM, "out of memory for checkpoints");
     a->ckcap = cap;
   }
@@ -232,6 +248,7 @@ static int push_ck(struct dsk_adjoint_ark *a, double t, const double *u, int j, 
   a->ck_N[c] = N;
   a->ck_e0[c] = a->nev;
   a->ck_ne[c] = 0;
+  a->ck_rec[c] = a->keep ? a->nrec - 1 : -1;
   return DSK_OK;
 }
 
@@ -284,6 +301,7 @@ static int forward_event(dsk_solver *s, double tr, double tol, double tend, doub
   }
   s->acc.events += fired ? fired : 1;
   if (rc == DSK_OK) rc = s->be->reinit(s, tr, tend, st);
+  if (rc == DSK_OK && a->keep) rc = push_rec(s, tr, u, st); /* the next interval's start */
   if (rc != DSK_OK) return rc;
   s->t_cur = tr;
   /* outputs stored within tol before the event: after the reset, at its checkpoint */
@@ -320,11 +338,15 @@ int dsk_arkode_forward_checkpointed(dsk_solver *s, const double *p, const double
   a->generation = -1;
   a->nck = a->nev = 0;
   a->stop_j = nt;
+  a->nrec = 0;
+  a->keep = s->opt.checkpoint_steps <= 0;
+  long rec_bytes = 8L * (1L + (long)a->n * (s->implicit ? 2L : 3L));
   rc = dsk_solver_begin(s, p, times[nt - 1], st);
   if (rc == DSK_OK && s->nstop > 0) { /* a recomputation may have left them off */
     int flag = dsk_arkode_set_roots(s, 1);
     if (flag < 0) rc = dsk_solver_fail(s, flag, st);
   }
+  if (rc == DSK_OK && a->keep) rc = push_rec(s, s->t_cur, NV_DATA_S(s->y), st);
   if (rc == DSK_OK) rc = push_ck(a, s->t_cur, NV_DATA_S(s->y), -1, 0, st);
   double tol = 0.0; /* > 0 right after an event restart */
   int j = 0, N = 0;
@@ -352,6 +374,11 @@ int dsk_arkode_forward_checkpointed(dsk_solver *s, const double *p, const double
     }
     s->t_cur = tret;
     steps++;
+    if (a->keep) {
+      rc = record_step(s, tret, st);
+      if (rc != DSK_OK) break;
+      if ((long)a->nrec * rec_bytes > DSK_ARK_KEEP_MEMORY) a->keep = 0; /* recompute instead */
+    }
     if (flag == DSK_STEP_ROOT) {
       double h = 0.0;
       if (s->be->last_step(s, &h) != 0) h = 0.0;
@@ -436,14 +463,22 @@ static int recompute(dsk_solver *s, int i, dsk_status *st) {
     flag = s->be->step(s, t1, 1, &tret);
     if (flag < 0) return dsk_solver_fail(s, flag, st);
     s->t_cur = tret;
-    rc = push_rec(s, tret, NV_DATA_S(s->y), st);
-    if (rc == DSK_OK && a->rm) {
-      /* the midpoint of the step [rt[nrec-2], tret] from ARKODE's interpolant */
-      flag = ARKStepGetDky(s->mem, 0.5 * (a->rt[a->nrec - 2] + tret), 0, a->vmid);
-      if (flag < 0) return dsk_solver_fail(s, flag, st);
-      memcpy(a->rm + (size_t)(a->nrec - 2) * (size_t)a->n, NV_DATA_S(a->vmid),
-             (size_t)a->n * sizeof(double));
-    }
+    rc = record_step(s, tret, st);
+  }
+  a->lo = 0, a->hi = a->nrec - 1;
+  return rc;
+}
+
+/* The record of the step just taken to tret (the state in s->y), and for the
+   explicit tables the state at its midpoint from ARKODE's interpolant. */
+static int record_step(dsk_solver *s, double tret, dsk_status *st) {
+  struct dsk_adjoint_ark *a = s->adj_ark;
+  int rc = push_rec(s, tret, NV_DATA_S(s->y), st);
+  if (rc == DSK_OK && !s->implicit && a->nrec >= 2) {
+    int flag = ARKStepGetDky(s->mem, 0.5 * (a->rt[a->nrec - 2] + tret), 0, a->vmid);
+    if (flag < 0) return dsk_solver_fail(s, flag, st);
+    memcpy(a->rm + (size_t)(a->nrec - 2) * (size_t)a->n, NV_DATA_S(a->vmid),
+           (size_t)a->n * sizeof(double));
   }
   return rc;
 }
@@ -452,13 +487,14 @@ static int recompute(dsk_solver *s, int i, dsk_status *st) {
    midpoint values (explicit tables) the quartic one that also matches u at
    the middle of the step: H + 16 (u_mid - H(1/2)) th^2 (1 - th)^2. */
 static void interp(struct dsk_adjoint_ark *a, double t, double *u) {
-  int k = a->seg, last = a->nrec - 1, n = a->n;
-  if (last < 1) {
-    memcpy(u, a->ru, (size_t)n * sizeof *u);
+  int k = a->seg, lo = a->lo, last = a->hi, n = a->n;
+  if (last - lo < 1) {
+    memcpy(u, a->ru + (size_t)lo * (size_t)n, (size_t)n * sizeof *u);
     return;
   }
   if (k > last - 1) k = last - 1;
-  while (k > 0 && t < a->rt[k]) k--;
+  if (k < lo) k = lo;
+  while (k > lo && t < a->rt[k]) k--;
   while (k < last - 1 && t > a->rt[k + 1]) k++;
   a->seg = k;
   double t0 = a->rt[k], h = a->rt[k + 1] - t0, th = (t - t0) / h;
@@ -580,6 +616,15 @@ static int add_output_term(dsk_solver *s, int c, double *grad, dsk_status *st) {
   return DSK_OK;
 }
 
+/* 1 when going back over checkpoint c changes lambda: an output there (up to
+   jmax) with a non-zero g, or an event. */
+static int has_jump(struct dsk_adjoint_ark *a, int nout, const double *g, int c, int jmax) {
+  if (a->ck_ne[c] > 0) return 1;
+  for (int j = a->ck_j[c]; j < a->ck_j[c] + a->ck_jn[c] && j <= jmax; j++)
+    if (j >= 0 && column(a, nout, g, j)) return 1;
+  return 0;
+}
+
 /* At checkpoint c going back: the output terms there (up to output jmax),
    then the jumps of its events, last first.  *jumped: lambda changed. */
 static int back_over_checkpoint(dsk_solver *s, int c, const double *g, int jmax, double *grad,
@@ -635,9 +680,18 @@ int dsk_arkode_backward(dsk_solver *s, const double *g, double *grad, dsk_status
   N_VConst(0.0, a->Y);
   a->bsteps = a->bstarts = 0;
   rc = back_over_checkpoint(s, clast, g, jlast, grad, &restart, st);
-  for (int c = clast - 1; c >= 0 && rc == DSK_OK; c--) {
-    double tb = a->ck_t[c + 1], ta = a->ck_t[c], tret = tb;
-    rc = recompute(s, c, st);
+  for (int c1 = clast, c = clast - 1; c >= 0 && rc == DSK_OK; c1 = c, c--) {
+    if (a->keep) {
+      /* kept trajectory: on to the next checkpoint with a jump (or t0) */
+      while (c > 0 && !has_jump(a, nout, g, c, jlast)) c--;
+      a->lo = a->ck_rec[c];
+      a->hi = a->ck_ne[c1] > 0 ? a->ck_rec[c1] - 1 : a->ck_rec[c1]; /* before its events */
+      a->seg = a->hi;
+      s->ws[s->tab->n_slot] = (double)a->ck_N[c];
+    } else {
+      rc = recompute(s, c, st);
+    }
+    double tb = a->ck_t[c1], ta = a->ck_t[c], tret = tb;
     if (rc == DSK_OK && restart) {
       if (a->bstarts++ > 0) count_b(a);
       rc = start_b(s, tb, st);
