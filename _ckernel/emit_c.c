@@ -14,6 +14,7 @@
  * init(), parameter-only tensors in set_inputs(), the rest inside each
  * function that needs them.
  */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,9 +49,14 @@ typedef struct emitter {
   /* the block being emitted */
   const dsk_ir_block *blk;
   const group *g;
+  const char *kvar; /* name of the inner loop index in the body ("k") */
   int ntmp;
   nodeval *vals;
   int nvals, capvals;
+  /* constants known at compile time: values per tensor (NULL when not a
+     constant) and, for those emitted as a static table, its name */
+  double **cvals;
+  const char **ctab;
 } emitter;
 
 #if defined(__GNUC__)
@@ -101,6 +107,7 @@ enum { BASE_P, BASE_D, BASE_B }; /* primal, tangent, adjoint */
 
 static const char *base(const emitter *em, int k, int which) {
   const dsk_ir_tensor *t = &em->m->t[k];
+  if (em->ctab && em->ctab[k]) return em->ctab[k]; /* constant: never seeded */
   if (k == em->target) return which == BASE_P ? "y" : which == BASE_D ? "dy" : "w";
   if (t->role == em->xrole) return which == BASE_P ? "x" : which == BASE_D ? "dx" : "bar";
   return which == BASE_P ? "ws" : which == BASE_D ? "dws" : "bws";
@@ -108,6 +115,7 @@ static const char *base(const emitter *em, int k, int which) {
 
 static int ws_off(const emitter *em, int k) {
   int off = em->m->t[k].ws_off;
+  if (em->ctab && em->ctab[k]) return 0;
   return off < 0 ? 0 : off;
 }
 
@@ -190,8 +198,8 @@ static char *colidx(emitter *em, int c, int off) {
     else n += snprintf(tmp + n, sizeof tmp - (size_t)n, " + %d * r", g->dr[c]);
   }
   if (g->L > 1 && g->dk[c]) {
-    if (g->dk[c] == 1) snprintf(tmp + n, sizeof tmp - (size_t)n, " + k");
-    else snprintf(tmp + n, sizeof tmp - (size_t)n, " + %d * k", g->dk[c]);
+    if (g->dk[c] == 1) snprintf(tmp + n, sizeof tmp - (size_t)n, " + %s", em->kvar);
+    else snprintf(tmp + n, sizeof tmp - (size_t)n, " + %d * %s", g->dk[c], em->kvar);
   }
   return dsk_strndup(em->c, tmp, strlen(tmp));
 }
@@ -405,6 +413,84 @@ static void n_offsets(emitter *em, const dsk_ir_block *b) {
   }
 }
 
+/* A contraction group whose written entry does not move along the inner
+   loop (a row of a matrix-vector product): the sum is kept in a local, so
+   the inner loop stores nothing and the compiler need not assume that a
+   store changes what the loop reads. */
+static int reduces(const emitter *em, const dsk_ir_block *b) {
+  return b->contract && em->g->L > 1 && em->g->dk[0] == 0;
+}
+
+static void open_outer(emitter *em) {
+  if (em->g->R > 1) out(em, "  for (int r = 0; r < %d; r++) {\n", em->g->R);
+  else out(em, "  {\n");
+}
+
+/* Nodes of an expression tree (a body worth unrolling is small). */
+static int nodes(const dsk_ir_expr *e) {
+  return e ? 1 + nodes(e->a) + nodes(e->b) : 0;
+}
+
+enum { UNROLL = 4 };
+
+/* The partial sums acc0..acc<n-1> (prefixed), added pairwise. */
+static const char *sum_text(emitter *em, int n, const char *pre) {
+  if (n == 4) return fmt(em, "(%sacc0 + %sacc1) + (%sacc2 + %sacc3)", pre, pre, pre, pre);
+  if (n == 2) return fmt(em, "%sacc0 + %sacc1", pre, pre);
+  return fmt(em, "%sacc0", pre);
+}
+
+/* A reduction group: the inner loop sums into locals.  Rows of at least
+   2 * UNROLL terms with a small body are unrolled UNROLL times into
+   independent partial sums, which the processor overlaps (one sum is
+   limited by the latency of an addition per term). */
+static void reduction(emitter *em, int k, const dsk_ir_block *b, int with_d, const char *pos) {
+  static const char *const kv[UNROLL] = {"k", "k1", "k2", "k3"};
+  /* with the tangent there are already two sums per row */
+  int want = with_d ? UNROLL / 2 : UNROLL;
+  int L = em->g->L, unroll = L >= 2 * want && nodes(b->e) <= 8 ? want : 1;
+  const nodeval *v;
+  open_outer(em);
+  out(em, "    double acc0 = %s[%s]", base(em, k, BASE_P), pos);
+  for (int u = 1; u < unroll; u++) out(em, ", acc%d = 0.0", u);
+  out(em, ";\n");
+  if (with_d) {
+    out(em, "    double dacc0 = %s[%s]", base(em, k, BASE_D), pos);
+    for (int u = 1; u < unroll; u++) out(em, ", dacc%d = 0.0", u);
+    out(em, ";\n");
+  }
+  if (unroll > 1) {
+    out(em, "    int k = 0;\n    for (; k < %d; k += %d) {\n", L - L % unroll, unroll);
+    for (int u = 0; u < unroll; u++) {
+      em->ntmp = 0;
+      em->nvals = 0;
+      em->kvar = kv[u];
+      if (u) out(em, "     {\n      const int %s = k + %d;\n", kv[u], u);
+      else out(em, "     {\n");
+      v = expr(em, b->e);
+      out(em, "      acc%d += %s;\n", u, v->p);
+      if (with_d && v->d) out(em, "      dacc%d += %s;\n", u, v->d);
+      out(em, "     }\n");
+    }
+    em->kvar = "k";
+    out(em, "    }\n");
+    if (L % unroll) out(em, "    for (; k < %d; k++) {\n", L);
+  } else {
+    out(em, "    for (int k = 0; k < %d; k++) {\n", L);
+  }
+  if (unroll == 1 || L % unroll) {
+    em->ntmp = 0;
+    em->nvals = 0;
+    v = expr(em, b->e);
+    out(em, "      acc0 += %s;\n", v->p);
+    if (with_d && v->d) out(em, "      dacc0 += %s;\n", v->d);
+    out(em, "    }\n");
+  }
+  out(em, "    %s[%s] = %s;\n", base(em, k, BASE_P), pos, sum_text(em, unroll, ""));
+  if (with_d) out(em, "    %s[%s] = %s;\n", base(em, k, BASE_D), pos, sum_text(em, unroll, "d"));
+  out(em, "  }\n");
+}
+
 static void block(emitter *em, int k, const dsk_ir_block *b, int with_d) {
   int ng;
   group *gs = compress(em, b, &ng);
@@ -415,15 +501,19 @@ static void block(emitter *em, int k, const dsk_ir_block *b, int with_d) {
   em->blk = b;
   for (int q = 0; q < ng; q++) {
     const nodeval *v;
+    const char *pos;
     em->g = &gs[q];
     em->ntmp = 0;
     em->nvals = 0;
+    pos = colidx(em, 0, ws_off(em, k));
+    if (reduces(em, b)) {
+      reduction(em, k, b, with_d, pos);
+      continue;
+    }
     open_loops(em);
     v = expr(em, b->e);
-    out(em, "      %s[%s] %s %s;\n", base(em, k, BASE_P), colidx(em, 0, ws_off(em, k)), op, v->p);
-    if (with_d)
-      out(em, "      %s[%s] %s %s;\n", base(em, k, BASE_D), colidx(em, 0, ws_off(em, k)), op,
-          v->d ? v->d : "0.0");
+    out(em, "      %s[%s] %s %s;\n", base(em, k, BASE_P), pos, op, v->p);
+    if (with_d) out(em, "      %s[%s] %s %s;\n", base(em, k, BASE_D), pos, op, v->d ? v->d : "0.0");
     close_loops(em);
   }
   out(em, "  }\n");
@@ -438,12 +528,23 @@ static void block_adjoint(emitter *em, int k, const dsk_ir_block *b) {
   n_offsets(em, b);
   em->blk = b;
   for (int q = ng - 1; q >= 0; q--) {
+    const char *wbar;
     em->g = &gs[q];
     em->ntmp = 0;
     em->nvals = 0;
+    wbar = fmt(em, "%s[%s]", base(em, k, BASE_B), colidx(em, 0, ws_off(em, k)));
+    if (reduces(em, b)) { /* the result's adjoint is loaded once per row */
+      open_outer(em);
+      out(em, "    const double wb = %s;\n", wbar);
+      out(em, "    for (int k = 0; k < %d; k++) {\n", em->g->L);
+      expr(em, b->e);
+      adjoint(em, b->e, "wb");
+      out(em, "    }\n  }\n");
+      continue;
+    }
     open_loops(em);
     expr(em, b->e);
-    adjoint(em, b->e, fmt(em, "%s[%s]", base(em, k, BASE_B), colidx(em, 0, ws_off(em, k))));
+    adjoint(em, b->e, wbar);
     close_loops(em);
   }
   out(em, "  }\n");
@@ -482,6 +583,96 @@ static unsigned char *needed(emitter *em, int mask) {
   unsigned char *need = dsk_alloc(em->c, (size_t)em->m->nt);
   mark(em->m, em->target, mask, need);
   return need;
+}
+
+/* ---- constants -------------------------------------------------------------------- */
+
+/* The run-time dsk_interp1d of the prelude, for constants. */
+static double cinterp(const double *x, const double *y, int n, double q) {
+  int lo = 0, hi = n - 1;
+  double w;
+  if (!(q > x[0])) return y[0];
+  if (!(q < x[n - 1])) return y[n - 1];
+  while (hi - lo > 1) {
+    int mid = (lo + hi) / 2;
+    if (x[mid] <= q) lo = mid;
+    else hi = mid;
+  }
+  w = (q - x[lo]) / (x[lo + 1] - x[lo]);
+  return (1.0 - w) * y[lo] + w * y[lo + 1];
+}
+
+/* Value of e at one point of block b, with the operations the generated code
+   would do at run time; *ok = 0 when e reads something not known now. */
+static double ceval(const emitter *em, const dsk_ir_block *b, const int *row,
+                    const dsk_ir_expr *e, int *ok) {
+  double x, y;
+  switch (e->op) {
+    case IR_NUM: return e->num;
+    case IR_READ: {
+      const dsk_ir_read *rd = &b->reads[e->read];
+      int pos = row[1 + e->read];
+      if (rd->noff || !em->cvals[rd->tensor]) break;
+      return pos < 0 ? 0.0 : em->cvals[rd->tensor][pos];
+    }
+    case IR_NEG: return -ceval(em, b, row, e->a, ok);
+    case IR_ADD: return ceval(em, b, row, e->a, ok) + ceval(em, b, row, e->b, ok);
+    case IR_SUB: return ceval(em, b, row, e->a, ok) - ceval(em, b, row, e->b, ok);
+    case IR_MUL: return ceval(em, b, row, e->a, ok) * ceval(em, b, row, e->b, ok);
+    case IR_DIV: return ceval(em, b, row, e->a, ok) / ceval(em, b, row, e->b, ok);
+    case IR_CALL:
+      x = ceval(em, b, row, e->a, ok);
+      y = e->b ? ceval(em, b, row, e->b, ok) : 0.0;
+      return dsk_fn_eval(e->fn, x, y);
+    case IR_INTERP: {
+      const dsk_ir_read *rd = &b->reads[e->yr];
+      if (rd->noff || !em->cvals[rd->tensor] || row[1 + e->yr] < 0) break;
+      x = ceval(em, b, row, e->a, ok);
+      return cinterp(e->grid, em->cvals[rd->tensor] + row[1 + e->yr], e->ngrid, x);
+    }
+    default: break;
+  }
+  *ok = 0;
+  return 0.0;
+}
+
+/* Values of the constant intermediates, in definition order.  A constant
+   whose blocks compress into few loops relative to its entries (a dense
+   matrix written entry by entry) becomes a static table that the generated
+   code reads directly; the others are computed in init() as before. */
+static void constants(emitter *em) {
+  const dsk_ir_model *m = em->m;
+  em->cvals = dsk_alloc(em->c, (size_t)(m->nt ? m->nt : 1) * sizeof *em->cvals);
+  em->ctab = dsk_alloc(em->c, (size_t)(m->nt ? m->nt : 1) * sizeof *em->ctab);
+  for (int k = 0; k < m->nt; k++) {
+    const dsk_ir_tensor *t = &m->t[k];
+    double *v;
+    int ok = 1, groups = 0;
+    if (t->role != ROLE_OTHER || t->dep != 0) continue;
+    if (t->from_file) {
+      em->cvals[k] = t->consts;
+      if (t->consts) em->ctab[k] = fmt(em, "dsk_c%d", k);
+      continue;
+    }
+    v = dsk_alloc(em->c, (size_t)(t->nnz ? t->nnz : 1) * sizeof *v);
+    for (int j = 0; j < t->nblocks && ok; j++) {
+      const dsk_ir_block *b = &t->blocks[j];
+      int w = 1 + b->nreads, ng = 0;
+      for (int p = 0; p < b->npts && ok; p++) {
+        const int *row = b->cols + (size_t)p * (size_t)w;
+        double x = ceval(em, b, row, b->e, &ok);
+        if (row[0] < 0 || row[0] >= t->nnz) ok = 0;
+        else if (b->contract) v[row[0]] += x;
+        else v[row[0]] = x;
+      }
+      if (b->npts) compress(em, b, &ng);
+      groups += ng;
+    }
+    if (!ok) continue;
+    em->cvals[k] = v;
+    for (int j = 0; j < t->nnz && ok; j++) ok = isfinite(v[j]);
+    if (ok && t->nnz <= 10 * groups) em->ctab[k] = fmt(em, "dsk_c%d", k);
+  }
 }
 
 /* ---- functions -------------------------------------------------------------------- */
@@ -623,11 +814,11 @@ static void header(emitter *em) {
   out(em, "#include <math.h>\n%s", DSK_GEN_TABLE_TEXT);
   out(em, "%s", dsk_fn_prelude());
   for (int k = 0; k < m->nt; k++) {
-    if (!m->t[k].from_file) continue;
-    out(em, "static const double dsk_file%d[%d] = {", k, m->t[k].nnz);
+    if (!em->ctab[k]) continue;
+    out(em, "static const double %s[%d] = {", em->ctab[k], m->t[k].nnz ? m->t[k].nnz : 1);
     for (int j = 0; j < m->t[k].nnz; j++)
-      out(em, "%s%s", j ? ", " : "", number(em, m->t[k].consts[j]));
-    out(em, "};\n");
+      out(em, "%s%s%s", j ? "," : "", j % 8 ? " " : "\n  ", number(em, em->cvals[k][j]));
+    out(em, "%s};\n", m->t[k].nnz ? "" : "0.0");
   }
   for (int g = 0; g < m->ngrids; g++) {
     const dsk_ir_expr *e = m->grids[g];
@@ -650,12 +841,8 @@ static void setup_functions(emitter *em) {
   out(em, "static int init(double *ws) {\n  const double t = 0.0; const double *x = 0;\n");
   out(em, "  for (int i = 0; i < %d; i++) ws[i] = 0.0;\n", m->nws);
   prologue(em);
-  for (int k = 0; k < m->nt; k++)
-    if (m->t[k].from_file)
-      out(em, "  for (int i = 0; i < %d; i++) ws[%d + i] = dsk_file%d[i];\n", m->t[k].nnz,
-          m->t[k].ws_off, k);
-  for (int k = 0; k < m->nt; k++)
-    if (m->t[k].role == ROLE_OTHER && m->t[k].dep == 0 && !m->t[k].from_file) tensor(em, k);
+  for (int k = 0; k < m->nt; k++) /* constants read from a table need no copy */
+    if (m->t[k].role == ROLE_OTHER && m->t[k].dep == 0 && !em->ctab[k]) tensor(em, k);
   out(em, "  return 0;\n}\n\n");
   out(em, "static int set_inputs(const double *p, double *ws) {\n"
           "  const double t = 0.0; const double *x = 0;\n");
@@ -694,6 +881,8 @@ char *dsk_emit_c(dsk_cctx *c, const dsk_ir_model *m) {
   memset(&em, 0, sizeof em);
   em.c = c;
   em.m = m;
+  em.kvar = "k";
+  constants(&em);
   header(&em);
   setup_functions(&em);
   for (int f = 0; f < DSK_NFN; f++) family(&em, f, present);
