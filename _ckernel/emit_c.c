@@ -24,10 +24,11 @@
 
 enum { MODE_PRIMAL, MODE_TANGENT, MODE_ADJOINT };
 
-/* One group of affine loops over a block's points. */
+/* One nest of affine loops over a block's points: position of column c at
+   (s, r, k) is start[c] + s * ds[c] + r * dr[c] + k * dk[c]. */
 typedef struct group {
-  int R, L;          /* outer and inner trip counts */
-  int *start, *dr, *dk; /* per column; start < 0: structural zero */
+  int S, R, L;       /* trip counts, outermost first */
+  int *start, *ds, *dr, *dk; /* per column; start < 0: structural zero */
 } group;
 
 typedef struct nodeval {
@@ -127,6 +128,39 @@ static int compatible(const int *a, const int *b, int w) {
   return 1;
 }
 
+static int same_shape(const group *a, const group *b, int w) {
+  return a->R == b->R && a->L == b->L && compatible(a->start, b->start, w) &&
+         memcmp(a->dr, b->dr, (size_t)w * sizeof(int)) == 0 &&
+         memcmp(a->dk, b->dk, (size_t)w * sizeof(int)) == 0;
+}
+
+/* Merges consecutive groups of one shape whose starts advance by constant
+   deltas into one loop nest (the rows of a 2-D stencil: one nest instead of
+   one per grid row).  Compacts g in place; returns the new count. */
+static int supergroups(emitter *em, group *g, int ng, int w) {
+  int ns = 0;
+  for (int q = 0; q < ng;) {
+    group G = g[q];
+    int S = 1;
+    G.ds = dsk_alloc(em->c, (size_t)w * sizeof(int));
+    if (q + 1 < ng && same_shape(&g[q], &g[q + 1], w)) {
+      for (int c = 0; c < w; c++) G.ds[c] = g[q].start[c] < 0 ? 0 : g[q + 1].start[c] - g[q].start[c];
+      S = 2;
+      while (q + S < ng && same_shape(&g[q + S - 1], &g[q + S], w)) {
+        int ok = 1;
+        for (int c = 0; c < w && ok; c++)
+          ok = g[q].start[c] < 0 || g[q + S].start[c] - g[q + S - 1].start[c] == G.ds[c];
+        if (!ok) break;
+        S++;
+      }
+    }
+    G.S = S;
+    g[ns++] = G;
+    q += S;
+  }
+  return ns;
+}
+
 /* Runs: maximal stretches of points whose columns all advance by constant
    strides; then groups: consecutive runs of one length and stride whose
    starts advance by constant deltas. */
@@ -184,7 +218,7 @@ static group *compress(emitter *em, const dsk_ir_block *b, int *ngroups) {
     G->R = R;
     q += R;
   }
-  *ngroups = ng;
+  *ngroups = supergroups(em, g, ng, w);
   return g;
 }
 
@@ -193,6 +227,10 @@ static char *colidx(emitter *em, int c, int off) {
   const group *g = em->g;
   char tmp[128];
   int n = snprintf(tmp, sizeof tmp, "%d", g->start[c] + off);
+  if (g->S > 1 && g->ds[c]) {
+    if (g->ds[c] == 1) n += snprintf(tmp + n, sizeof tmp - (size_t)n, " + s");
+    else n += snprintf(tmp + n, sizeof tmp - (size_t)n, " + %d * s", g->ds[c]);
+  }
   if (g->R > 1 && g->dr[c]) {
     if (g->dr[c] == 1) n += snprintf(tmp + n, sizeof tmp - (size_t)n, " + r");
     else n += snprintf(tmp + n, sizeof tmp - (size_t)n, " + %d * r", g->dr[c]);
@@ -394,7 +432,12 @@ static void adjoint(emitter *em, const dsk_ir_expr *e, const char *adj) {
 
 /* ---- blocks and tensors ------------------------------------------------------------ */
 
+static void open_s(emitter *em) {
+  if (em->g->S > 1) out(em, "  for (int s = 0; s < %d; s++)\n", em->g->S);
+}
+
 static void open_loops(emitter *em) {
+  open_s(em);
   if (em->g->R > 1) out(em, "  for (int r = 0; r < %d; r++) {\n", em->g->R);
   else out(em, "  {\n");
   if (em->g->L > 1) out(em, "    for (int k = 0; k < %d; k++) {\n", em->g->L);
@@ -422,6 +465,7 @@ static int reduces(const emitter *em, const dsk_ir_block *b) {
 }
 
 static void open_outer(emitter *em) {
+  open_s(em);
   if (em->g->R > 1) out(em, "  for (int r = 0; r < %d; r++) {\n", em->g->R);
   else out(em, "  {\n");
 }
@@ -445,7 +489,7 @@ static const char *sum_text(emitter *em, int n, const char *pre) {
    independent partial sums, which the processor overlaps (one sum is
    limited by the latency of an addition per term). */
 static void reduction(emitter *em, int k, const dsk_ir_block *b, int with_d, const char *pos) {
-  static const char *const kv[UNROLL] = {"k", "k1", "k2", "k3"};
+  static const char *const kv[UNROLL] = {"k", "ku1", "ku2", "ku3"};
   /* with the tangent there are already two sums per row */
   int want = with_d ? UNROLL / 2 : UNROLL;
   int L = em->g->L, unroll = L >= 2 * want && nodes(b->e) <= 8 ? want : 1;
