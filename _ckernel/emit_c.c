@@ -51,6 +51,8 @@ typedef struct emitter {
   const dsk_ir_block *blk;
   const group *g;
   const char *kvar; /* name of the inner loop index in the body ("k") */
+  const char *ix;   /* point table of the block (tabled loop), or NULL */
+  int ixw;          /* its row width */
   int ntmp;
   nodeval *vals;
   int nvals, capvals;
@@ -58,6 +60,12 @@ typedef struct emitter {
      constant) and, for those emitted as a static table, its name */
   double **cvals;
   const char **ctab;
+  /* file-scope declarations made while emitting functions (point tables),
+     placed after the header */
+  char *decl;
+  size_t dlen, dcap;
+  const dsk_ir_block **ixblk; /* blocks whose point table is declared */
+  int nix;
 } emitter;
 
 #if defined(__GNUC__)
@@ -79,6 +87,14 @@ static void out(emitter *em, const char *fmt, ...) {
   vsnprintf(em->buf + em->len, (size_t)n + 1, fmt, ap);
   va_end(ap);
   em->len += (size_t)n;
+}
+
+/* Runs `out` calls into the declarations instead (swaps the buffers). */
+static void swap_decl(emitter *em) {
+  char *b = em->buf;
+  size_t l = em->len, c = em->cap;
+  em->buf = em->decl, em->len = em->dlen, em->cap = em->dcap;
+  em->decl = b, em->dlen = l, em->dcap = c;
 }
 
 #if defined(__GNUC__)
@@ -226,6 +242,10 @@ static group *compress(emitter *em, const dsk_ir_block *b, int *ngroups) {
 static char *colidx(emitter *em, int c, int off) {
   const group *g = em->g;
   char tmp[128];
+  if (em->ix) {
+    snprintf(tmp, sizeof tmp, "%d + %s[%d * %s + %d]", off, em->ix, em->ixw, em->kvar, c);
+    return dsk_strndup(em->c, tmp, strlen(tmp));
+  }
   int n = snprintf(tmp, sizeof tmp, "%d", g->start[c] + off);
   if (g->S > 1 && g->ds[c]) {
     if (g->ds[c] == 1) n += snprintf(tmp + n, sizeof tmp - (size_t)n, " + s");
@@ -487,12 +507,13 @@ static const char *sum_text(emitter *em, int n, const char *pre) {
 /* A reduction group: the inner loop sums into locals.  Rows of at least
    2 * UNROLL terms with a small body are unrolled UNROLL times into
    independent partial sums, which the processor overlaps (one sum is
-   limited by the latency of an addition per term). */
+   limited by the latency of an addition per term).  The primal sums are the
+   same with or without the tangent (jvp's primal equals eval bit for bit);
+   the tangent, which doubles the independent work, keeps two. */
 static void reduction(emitter *em, int k, const dsk_ir_block *b, int with_d, const char *pos) {
   static const char *const kv[UNROLL] = {"k", "ku1", "ku2", "ku3"};
-  /* with the tangent there are already two sums per row */
-  int want = with_d ? UNROLL / 2 : UNROLL;
-  int L = em->g->L, unroll = L >= 2 * want && nodes(b->e) <= 8 ? want : 1;
+  int L = em->g->L, unroll = L >= 2 * UNROLL && nodes(b->e) <= 8 ? UNROLL : 1;
+  int dun = unroll > 1 ? 2 : 1;
   const nodeval *v;
   open_outer(em);
   out(em, "    double acc0 = %s[%s]", base(em, k, BASE_P), pos);
@@ -500,7 +521,7 @@ static void reduction(emitter *em, int k, const dsk_ir_block *b, int with_d, con
   out(em, ";\n");
   if (with_d) {
     out(em, "    double dacc0 = %s[%s]", base(em, k, BASE_D), pos);
-    for (int u = 1; u < unroll; u++) out(em, ", dacc%d = 0.0", u);
+    for (int u = 1; u < dun; u++) out(em, ", dacc%d = 0.0", u);
     out(em, ";\n");
   }
   if (unroll > 1) {
@@ -513,7 +534,7 @@ static void reduction(emitter *em, int k, const dsk_ir_block *b, int with_d, con
       else out(em, "     {\n");
       v = expr(em, b->e);
       out(em, "      acc%d += %s;\n", u, v->p);
-      if (with_d && v->d) out(em, "      dacc%d += %s;\n", u, v->d);
+      if (with_d && v->d) out(em, "      dacc%d += %s;\n", u % dun, v->d);
       out(em, "     }\n");
     }
     em->kvar = "k";
@@ -531,8 +552,69 @@ static void reduction(emitter *em, int k, const dsk_ir_block *b, int with_d, con
     out(em, "    }\n");
   }
   out(em, "    %s[%s] = %s;\n", base(em, k, BASE_P), pos, sum_text(em, unroll, ""));
-  if (with_d) out(em, "    %s[%s] = %s;\n", base(em, k, BASE_D), pos, sum_text(em, unroll, "d"));
+  if (with_d) out(em, "    %s[%s] = %s;\n", base(em, k, BASE_D), pos, sum_text(em, dun, "d"));
   out(em, "  }\n");
+}
+
+/* A block whose points compress into many short loop nests (a sparse
+   pattern without regular structure, such as a random sparse matrix written
+   entry by entry) is emitted as loops over a table of its points' storage
+   positions instead, so that code size follows blocks, not entries. */
+static int tabled(const dsk_ir_block *b, int ng) { return ng > 8 && b->npts < 4 * ng; }
+
+/* The name of block b's point table (its cols: npts rows of 1 + nreads
+   positions, -1 for a structural zero), declared at file scope once. */
+static const char *point_table(emitter *em, const dsk_ir_block *b) {
+  int w = 1 + b->nreads, id;
+  for (id = 0; id < em->nix; id++)
+    if (em->ixblk[id] == b) return fmt(em, "dsk_ix%d", id);
+  em->ixblk = dsk_grow(em->c, em->ixblk, (size_t)em->nix * sizeof *em->ixblk,
+                       (size_t)(em->nix + 1) * sizeof *em->ixblk);
+  em->ixblk[em->nix++] = b;
+  swap_decl(em);
+  out(em, "static const int dsk_ix%d[%d] = {", id, b->npts * w);
+  for (int j = 0; j < b->npts * w; j++) out(em, "%s%s%d", j ? "," : "", j % 16 ? "" : "\n ", b->cols[j]);
+  out(em, "};\n");
+  swap_decl(em);
+  return fmt(em, "dsk_ix%d", id);
+}
+
+/* One loop per stretch of points with the same structural zeros: forward
+   code (mode MODE_PRIMAL/MODE_TANGENT) or adjoint code. */
+static void tabled_loops(emitter *em, int k, const dsk_ir_block *b, int with_d, int adj) {
+  int w = 1 + b->nreads;
+  group G;
+  memset(&G, 0, sizeof G);
+  G.S = G.R = 1;
+  G.start = dsk_alloc(em->c, (size_t)w * sizeof(int));
+  G.ds = G.dr = G.dk = dsk_alloc(em->c, (size_t)w * sizeof(int));
+  em->ix = point_table(em, b);
+  em->ixw = w;
+  for (int lo = 0; lo < b->npts;) {
+    int hi = lo + 1;
+    const int *r0 = b->cols + (size_t)lo * (size_t)w;
+    const char *pos;
+    while (hi < b->npts && compatible(r0, b->cols + (size_t)hi * (size_t)w, w)) hi++;
+    for (int c = 0; c < w; c++) G.start[c] = r0[c] < 0 ? -1 : 0;
+    G.L = hi - lo;
+    em->g = &G;
+    em->ntmp = 0;
+    em->nvals = 0;
+    pos = colidx(em, 0, ws_off(em, k));
+    out(em, "  for (int k = %d; k < %d; k++) {\n", lo, hi);
+    if (adj) {
+      expr(em, b->e);
+      adjoint(em, b->e, fmt(em, "%s[%s]", base(em, k, BASE_B), pos));
+    } else {
+      const char *op = b->contract ? "+=" : "=";
+      const nodeval *v = expr(em, b->e);
+      out(em, "      %s[%s] %s %s;\n", base(em, k, BASE_P), pos, op, v->p);
+      if (with_d) out(em, "      %s[%s] %s %s;\n", base(em, k, BASE_D), pos, op, v->d ? v->d : "0.0");
+    }
+    out(em, "  }\n");
+    lo = hi;
+  }
+  em->ix = NULL;
 }
 
 static void block(emitter *em, int k, const dsk_ir_block *b, int with_d) {
@@ -543,6 +625,10 @@ static void block(emitter *em, int k, const dsk_ir_block *b, int with_d) {
   out(em, "  {\n");
   n_offsets(em, b);
   em->blk = b;
+  if (tabled(b, ng)) {
+    tabled_loops(em, k, b, with_d, 0);
+    ng = 0;
+  }
   for (int q = 0; q < ng; q++) {
     const nodeval *v;
     const char *pos;
@@ -571,6 +657,10 @@ static void block_adjoint(emitter *em, int k, const dsk_ir_block *b) {
   out(em, "  {\n");
   n_offsets(em, b);
   em->blk = b;
+  if (tabled(b, ng)) {
+    tabled_loops(em, k, b, 0, 1);
+    ng = 0;
+  }
   for (int q = ng - 1; q >= 0; q--) {
     const char *wbar;
     em->g = &gs[q];
@@ -922,21 +1012,25 @@ char *dsk_emit_c(dsk_cctx *c, const dsk_ir_model *m) {
   emitter em;
   unsigned char present[DSK_NFN] = {0};
   char *text;
+  size_t hlen;
   memset(&em, 0, sizeof em);
   em.c = c;
   em.m = m;
   em.kvar = "k";
   constants(&em);
   header(&em);
+  hlen = em.len;
   setup_functions(&em);
   for (int f = 0; f < DSK_NFN; f++) family(&em, f, present);
   table(&em, present);
-  text = malloc(em.len + 1);
+  text = malloc(em.len + em.dlen + 1);
   if (!text) {
     dsk_status_set(c->st, DSK_E_NOMEM, "out of memory emitting C");
     longjmp(c->on_error, 1);
   }
-  memcpy(text, em.buf, em.len);
-  text[em.len] = 0;
+  memcpy(text, em.buf, hlen);
+  if (em.dlen) memcpy(text + hlen, em.decl, em.dlen);
+  memcpy(text + hlen + em.dlen, em.buf + hlen, em.len - hlen);
+  text[em.len + em.dlen] = 0;
   return text;
 }
