@@ -74,9 +74,14 @@ __attribute__((format(printf, 2, 3)))
 static void out(emitter *em, const char *fmt, ...) {
   va_list ap;
   int n;
+  size_t room = em->cap - em->len; /* formatted in place when it fits */
   va_start(ap, fmt);
-  n = vsnprintf(NULL, 0, fmt, ap);
+  n = vsnprintf(em->buf ? em->buf + em->len : NULL, em->buf ? room : 0, fmt, ap);
   va_end(ap);
+  if (em->buf && (size_t)n < room) {
+    em->len += (size_t)n;
+    return;
+  }
   if (em->len + (size_t)n + 1 > em->cap) {
     size_t cap = em->cap ? em->cap : 4096;
     while (em->len + (size_t)n + 1 > cap) cap *= 2;
