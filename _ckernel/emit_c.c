@@ -2,17 +2,23 @@
  * emit_c.c - tensor IR -> C source implementing the dsk_gen.h ABI.
  *
  * The output is deterministic (same IR -> byte-identical text).  Each block's
- * active points (sema.c) are compressed into groups of affine loops: within a
- * group, every storage position is start + r * dr + k * dk, so a tridiagonal
- * block of 10^5 entries is one loop and code size follows the number of
- * blocks.  A loop body evaluates the element expression as straight-line code,
- * one temporary per node; tangent code adds each node's directional
- * derivative (rules in diff.c) and adjoint code recomputes the body, then
- * scatters the result's adjoint back into the operands' adjoints.
+ * active points (sema.c) are compressed into nests of affine loops: within a
+ * nest, every storage position is start + s * ds + r * dr + k * dk, so a
+ * tridiagonal block of 10^5 entries is one loop, the rows of a 2-D stencil
+ * are one nest, and code size follows the number of blocks.  A block whose
+ * points do not compress (an irregular sparse pattern) loops over a static
+ * table of its points instead.  A loop body evaluates the element expression
+ * as straight-line code, one temporary per node; tangent code adds each
+ * node's directional derivative (rules in diff.c) and adjoint code recomputes
+ * the body, then scatters the result's adjoint back into the operands'
+ * adjoints.  A contraction row (matrix-vector product) sums into local
+ * partial sums and stores once.
  *
  * Where each tensor is computed follows its dependencies: constants in
- * init(), parameter-only tensors in set_inputs(), the rest inside each
- * function that needs them.
+ * init() (or, when they compress badly, such as a dense matrix written entry
+ * by entry, evaluated here and emitted as a static table read in place),
+ * parameter-only tensors in set_inputs(), the rest inside each function that
+ * needs them.
  */
 #include <math.h>
 #include <stdarg.h>
