@@ -646,6 +646,50 @@ static void test_dense_sparse_constants(void) {
   }
 }
 
+/* The new loop forms around the other expression kinds: interp1d inside an
+   unrolled row sum (its temporaries beside the unrolled indices), a read
+   indexed by N and a function inside a point-table loop; every derivative
+   against finite differences. */
+static void test_tables_with_interp_and_n(void) {
+  const int n = 10;
+  size_t cap = 16384, len = 0;
+  char *src = malloc(cap), *c = NULL;
+  unsigned seed = 17;
+  dsk_status st;
+  len += (size_t)snprintf(src + len, cap - len,
+                          "in_i { a = 0.8, b = 0.3 }\nxg_i { 0.0, 0.5, 1.5, 3.0 }\n"
+                          "yv_i { a, 2 * a, b, 1.0 }\namt_i { a, 2 * a, 3 * a }\nW_ij { ");
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < n; j++)
+      len += (size_t)snprintf(src + len, cap - len, "%s(%d, %d): %.6f", i + j ? ", " : "", i, j,
+                              lcg(&seed));
+  len += (size_t)snprintf(src + len, cap - len, " }\nS_ij { ");
+  for (int i = 0, first = 1; i < n; i++) {
+    /* two or three pseudo-random columns a row, in increasing order */
+    int j0 = (int)(rand_r(&seed) % 4u), j1 = j0 + 1 + (int)(rand_r(&seed) % 3u);
+    int j2 = j1 + 2 + (int)(rand_r(&seed) % 3u), cols[3] = {j0, j1, j2};
+    for (int q = 0; q < 3; q++) {
+      if (cols[q] >= n) continue;
+      len += (size_t)snprintf(src + len, cap - len, "%s(%d, %d): %.6f", first ? "" : ", ", i,
+                              cols[q], lcg(&seed));
+      first = 0;
+    }
+  }
+  snprintf(src + len, cap - len,
+           " }\nu_i { (0:%d): 0.5 }\nz_i { W_ij * interp1d(xg_i, yv_i, 2 * u_j) }\n"
+           "v_i { S_ij * sin(u_j) * amt_i[N] }\nF_i { z_i + v_i - u_i }\n"
+           "stop_i { t - 1 }\nreset_i { u_i }\n",
+           n);
+  CHECK_MSG(dsk_translate(src, &c, &st) == DSK_OK, "%s", st.msg);
+  if (c) {
+    CHECK_MSG(strstr(c, "ku1") != NULL, "the row sums of z are not unrolled");
+    CHECK_MSG(strstr(c, "dsk_ix") != NULL, "v is not a point-table loop");
+  }
+  free(c);
+  check_model(src, "interp1d and N in the new loops");
+  free(src);
+}
+
 /* Code size follows blocks, not entries: growing W from 16 x 16 to 32 x 32
    (768 more entries, 1536 with S's) costs a number literal and a few index
    digits per entry, not a statement (unrolled entries cost about 100 bytes
@@ -850,6 +894,7 @@ void suite_emit(void) {
   test_read_file();
   test_large_sparse_text();
   test_dense_sparse_constants();
+  test_tables_with_interp_and_n();
   test_compact_text();
   test_jacobians();
   remove_cache();
