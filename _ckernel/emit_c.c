@@ -2,18 +2,25 @@
  * emit_c.c - tensor IR -> C source implementing the dsk_gen.h ABI.
  *
  * The output is deterministic (same IR -> byte-identical text).  Each block's
- * active points (sema.c) are compressed into groups of affine loops: within a
- * group, every storage position is start + r * dr + k * dk, so a tridiagonal
- * block of 10^5 entries is one loop and code size follows the number of
- * blocks.  A loop body evaluates the element expression as straight-line code,
- * one temporary per node; tangent code adds each node's directional
- * derivative (rules in diff.c) and adjoint code recomputes the body, then
- * scatters the result's adjoint back into the operands' adjoints.
+ * active points (sema.c) are compressed into nests of affine loops: within a
+ * nest, every storage position is start + s * ds + r * dr + k * dk, so a
+ * tridiagonal block of 10^5 entries is one loop, the rows of a 2-D stencil
+ * are one nest, and code size follows the number of blocks.  A block whose
+ * points do not compress (an irregular sparse pattern) loops over a static
+ * table of its points instead.  A loop body evaluates the element expression
+ * as straight-line code, one temporary per node; tangent code adds each
+ * node's directional derivative (rules in diff.c) and adjoint code recomputes
+ * the body, then scatters the result's adjoint back into the operands'
+ * adjoints.  A contraction row (matrix-vector product) sums into local
+ * partial sums and stores once.
  *
  * Where each tensor is computed follows its dependencies: constants in
- * init(), parameter-only tensors in set_inputs(), the rest inside each
- * function that needs them.
+ * init() (or, when they compress badly, such as a dense matrix written entry
+ * by entry, evaluated here and emitted as a static table read in place),
+ * parameter-only tensors in set_inputs(), the rest inside each function that
+ * needs them.
  */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,10 +30,11 @@
 
 enum { MODE_PRIMAL, MODE_TANGENT, MODE_ADJOINT };
 
-/* One group of affine loops over a block's points. */
+/* One nest of affine loops over a block's points: position of column c at
+   (s, r, k) is start[c] + s * ds[c] + r * dr[c] + k * dk[c]. */
 typedef struct group {
-  int R, L;          /* outer and inner trip counts */
-  int *start, *dr, *dk; /* per column; start < 0: structural zero */
+  int S, R, L;       /* trip counts, outermost first */
+  int *start, *ds, *dr, *dk; /* per column; start < 0: structural zero */
 } group;
 
 typedef struct nodeval {
@@ -48,9 +56,22 @@ typedef struct emitter {
   /* the block being emitted */
   const dsk_ir_block *blk;
   const group *g;
+  const char *kvar; /* name of the inner loop index in the body ("k") */
+  const char *ix;   /* point table of the block (tabled loop), or NULL */
+  int ixw;          /* its row width */
   int ntmp;
   nodeval *vals;
   int nvals, capvals;
+  /* constants known at compile time: values per tensor (NULL when not a
+     constant) and, for those emitted as a static table, its name */
+  double **cvals;
+  const char **ctab;
+  /* file-scope declarations made while emitting functions (point tables),
+     placed after the header */
+  char *decl;
+  size_t dlen, dcap;
+  const dsk_ir_block **ixblk; /* blocks whose point table is declared */
+  int nix;
 } emitter;
 
 #if defined(__GNUC__)
@@ -59,9 +80,14 @@ __attribute__((format(printf, 2, 3)))
 static void out(emitter *em, const char *fmt, ...) {
   va_list ap;
   int n;
+  size_t room = em->cap - em->len; /* formatted in place when it fits */
   va_start(ap, fmt);
-  n = vsnprintf(NULL, 0, fmt, ap);
+  n = vsnprintf(em->buf ? em->buf + em->len : NULL, em->buf ? room : 0, fmt, ap);
   va_end(ap);
+  if (em->buf && (size_t)n < room) {
+    em->len += (size_t)n;
+    return;
+  }
   if (em->len + (size_t)n + 1 > em->cap) {
     size_t cap = em->cap ? em->cap : 4096;
     while (em->len + (size_t)n + 1 > cap) cap *= 2;
@@ -72,6 +98,14 @@ static void out(emitter *em, const char *fmt, ...) {
   vsnprintf(em->buf + em->len, (size_t)n + 1, fmt, ap);
   va_end(ap);
   em->len += (size_t)n;
+}
+
+/* Runs `out` calls into the declarations instead (swaps the buffers). */
+static void swap_decl(emitter *em) {
+  char *b = em->buf;
+  size_t l = em->len, c = em->cap;
+  em->buf = em->decl, em->len = em->dlen, em->cap = em->dcap;
+  em->decl = b, em->dlen = l, em->dcap = c;
 }
 
 #if defined(__GNUC__)
@@ -101,6 +135,7 @@ enum { BASE_P, BASE_D, BASE_B }; /* primal, tangent, adjoint */
 
 static const char *base(const emitter *em, int k, int which) {
   const dsk_ir_tensor *t = &em->m->t[k];
+  if (em->ctab && em->ctab[k]) return em->ctab[k]; /* constant: never seeded */
   if (k == em->target) return which == BASE_P ? "y" : which == BASE_D ? "dy" : "w";
   if (t->role == em->xrole) return which == BASE_P ? "x" : which == BASE_D ? "dx" : "bar";
   return which == BASE_P ? "ws" : which == BASE_D ? "dws" : "bws";
@@ -108,6 +143,7 @@ static const char *base(const emitter *em, int k, int which) {
 
 static int ws_off(const emitter *em, int k) {
   int off = em->m->t[k].ws_off;
+  if (em->ctab && em->ctab[k]) return 0;
   return off < 0 ? 0 : off;
 }
 
@@ -117,6 +153,39 @@ static int compatible(const int *a, const int *b, int w) {
   for (int c = 0; c < w; c++)
     if ((a[c] < 0) != (b[c] < 0)) return 0;
   return 1;
+}
+
+static int same_shape(const group *a, const group *b, int w) {
+  return a->R == b->R && a->L == b->L && compatible(a->start, b->start, w) &&
+         memcmp(a->dr, b->dr, (size_t)w * sizeof(int)) == 0 &&
+         memcmp(a->dk, b->dk, (size_t)w * sizeof(int)) == 0;
+}
+
+/* Merges consecutive groups of one shape whose starts advance by constant
+   deltas into one loop nest (the rows of a 2-D stencil: one nest instead of
+   one per grid row).  Compacts g in place; returns the new count. */
+static int supergroups(emitter *em, group *g, int ng, int w) {
+  int ns = 0;
+  for (int q = 0; q < ng;) {
+    group G = g[q];
+    int S = 1;
+    G.ds = dsk_alloc(em->c, (size_t)w * sizeof(int));
+    if (q + 1 < ng && same_shape(&g[q], &g[q + 1], w)) {
+      for (int c = 0; c < w; c++) G.ds[c] = g[q].start[c] < 0 ? 0 : g[q + 1].start[c] - g[q].start[c];
+      S = 2;
+      while (q + S < ng && same_shape(&g[q + S - 1], &g[q + S], w)) {
+        int ok = 1;
+        for (int c = 0; c < w && ok; c++)
+          ok = g[q].start[c] < 0 || g[q + S].start[c] - g[q + S - 1].start[c] == G.ds[c];
+        if (!ok) break;
+        S++;
+      }
+    }
+    G.S = S;
+    g[ns++] = G;
+    q += S;
+  }
+  return ns;
 }
 
 /* Runs: maximal stretches of points whose columns all advance by constant
@@ -176,7 +245,7 @@ static group *compress(emitter *em, const dsk_ir_block *b, int *ngroups) {
     G->R = R;
     q += R;
   }
-  *ngroups = ng;
+  *ngroups = supergroups(em, g, ng, w);
   return g;
 }
 
@@ -184,14 +253,22 @@ static group *compress(emitter *em, const dsk_ir_block *b, int *ngroups) {
 static char *colidx(emitter *em, int c, int off) {
   const group *g = em->g;
   char tmp[128];
+  if (em->ix) {
+    snprintf(tmp, sizeof tmp, "%d + %s[%d * %s + %d]", off, em->ix, em->ixw, em->kvar, c);
+    return dsk_strndup(em->c, tmp, strlen(tmp));
+  }
   int n = snprintf(tmp, sizeof tmp, "%d", g->start[c] + off);
+  if (g->S > 1 && g->ds[c]) {
+    if (g->ds[c] == 1) n += snprintf(tmp + n, sizeof tmp - (size_t)n, " + s");
+    else n += snprintf(tmp + n, sizeof tmp - (size_t)n, " + %d * s", g->ds[c]);
+  }
   if (g->R > 1 && g->dr[c]) {
     if (g->dr[c] == 1) n += snprintf(tmp + n, sizeof tmp - (size_t)n, " + r");
     else n += snprintf(tmp + n, sizeof tmp - (size_t)n, " + %d * r", g->dr[c]);
   }
   if (g->L > 1 && g->dk[c]) {
-    if (g->dk[c] == 1) snprintf(tmp + n, sizeof tmp - (size_t)n, " + k");
-    else snprintf(tmp + n, sizeof tmp - (size_t)n, " + %d * k", g->dk[c]);
+    if (g->dk[c] == 1) snprintf(tmp + n, sizeof tmp - (size_t)n, " + %s", em->kvar);
+    else snprintf(tmp + n, sizeof tmp - (size_t)n, " + %d * %s", g->dk[c], em->kvar);
   }
   return dsk_strndup(em->c, tmp, strlen(tmp));
 }
@@ -386,7 +463,12 @@ static void adjoint(emitter *em, const dsk_ir_expr *e, const char *adj) {
 
 /* ---- blocks and tensors ------------------------------------------------------------ */
 
+static void open_s(emitter *em) {
+  if (em->g->S > 1) out(em, "  for (int s = 0; s < %d; s++)\n", em->g->S);
+}
+
 static void open_loops(emitter *em) {
+  open_s(em);
   if (em->g->R > 1) out(em, "  for (int r = 0; r < %d; r++) {\n", em->g->R);
   else out(em, "  {\n");
   if (em->g->L > 1) out(em, "    for (int k = 0; k < %d; k++) {\n", em->g->L);
@@ -405,6 +487,147 @@ static void n_offsets(emitter *em, const dsk_ir_block *b) {
   }
 }
 
+/* A contraction group whose written entry does not move along the inner
+   loop (a row of a matrix-vector product): the sum is kept in a local, so
+   the inner loop stores nothing and the compiler need not assume that a
+   store changes what the loop reads. */
+static int reduces(const emitter *em, const dsk_ir_block *b) {
+  return b->contract && em->g->L > 1 && em->g->dk[0] == 0;
+}
+
+static void open_outer(emitter *em) {
+  open_s(em);
+  if (em->g->R > 1) out(em, "  for (int r = 0; r < %d; r++) {\n", em->g->R);
+  else out(em, "  {\n");
+}
+
+/* Nodes of an expression tree (a body worth unrolling is small). */
+static int nodes(const dsk_ir_expr *e) {
+  return e ? 1 + nodes(e->a) + nodes(e->b) : 0;
+}
+
+enum { UNROLL = 4 };
+
+/* The partial sums acc0..acc<n-1> (prefixed), added pairwise. */
+static const char *sum_text(emitter *em, int n, const char *pre) {
+  if (n == 4) return fmt(em, "(%sacc0 + %sacc1) + (%sacc2 + %sacc3)", pre, pre, pre, pre);
+  if (n == 2) return fmt(em, "%sacc0 + %sacc1", pre, pre);
+  return fmt(em, "%sacc0", pre);
+}
+
+/* A reduction group: the inner loop sums into locals.  Rows of at least
+   2 * UNROLL terms with a small body are unrolled UNROLL times into
+   independent partial sums, which the processor overlaps (one sum is
+   limited by the latency of an addition per term).  The primal sums are the
+   same with or without the tangent (jvp's primal equals eval bit for bit);
+   the tangent, which doubles the independent work, keeps two. */
+static void reduction(emitter *em, int k, const dsk_ir_block *b, int with_d, const char *pos) {
+  static const char *const kv[UNROLL] = {"k", "ku1", "ku2", "ku3"};
+  int L = em->g->L, unroll = L >= 2 * UNROLL && nodes(b->e) <= 8 ? UNROLL : 1;
+  int dun = unroll > 1 ? 2 : 1;
+  const nodeval *v;
+  open_outer(em);
+  out(em, "    double acc0 = %s[%s]", base(em, k, BASE_P), pos);
+  for (int u = 1; u < unroll; u++) out(em, ", acc%d = 0.0", u);
+  out(em, ";\n");
+  if (with_d) {
+    out(em, "    double dacc0 = %s[%s]", base(em, k, BASE_D), pos);
+    for (int u = 1; u < dun; u++) out(em, ", dacc%d = 0.0", u);
+    out(em, ";\n");
+  }
+  if (unroll > 1) {
+    out(em, "    int k = 0;\n    for (; k < %d; k += %d) {\n", L - L % unroll, unroll);
+    for (int u = 0; u < unroll; u++) {
+      em->ntmp = 0;
+      em->nvals = 0;
+      em->kvar = kv[u];
+      if (u) out(em, "     {\n      const int %s = k + %d;\n", kv[u], u);
+      else out(em, "     {\n");
+      v = expr(em, b->e);
+      out(em, "      acc%d += %s;\n", u, v->p);
+      if (with_d && v->d) out(em, "      dacc%d += %s;\n", u % dun, v->d);
+      out(em, "     }\n");
+    }
+    em->kvar = "k";
+    out(em, "    }\n");
+    if (L % unroll) out(em, "    for (; k < %d; k++) {\n", L);
+  } else {
+    out(em, "    for (int k = 0; k < %d; k++) {\n", L);
+  }
+  if (unroll == 1 || L % unroll) {
+    em->ntmp = 0;
+    em->nvals = 0;
+    v = expr(em, b->e);
+    out(em, "      acc0 += %s;\n", v->p);
+    if (with_d && v->d) out(em, "      dacc0 += %s;\n", v->d);
+    out(em, "    }\n");
+  }
+  out(em, "    %s[%s] = %s;\n", base(em, k, BASE_P), pos, sum_text(em, unroll, ""));
+  if (with_d) out(em, "    %s[%s] = %s;\n", base(em, k, BASE_D), pos, sum_text(em, dun, "d"));
+  out(em, "  }\n");
+}
+
+/* A block whose points compress into many short loop nests (a sparse
+   pattern without regular structure, such as a random sparse matrix written
+   entry by entry) is emitted as loops over a table of its points' storage
+   positions instead, so that code size follows blocks, not entries. */
+static int tabled(const dsk_ir_block *b, int ng) { return ng > 8 && b->npts < 4 * ng; }
+
+/* The name of block b's point table (its cols: npts rows of 1 + nreads
+   positions, -1 for a structural zero), declared at file scope once. */
+static const char *point_table(emitter *em, const dsk_ir_block *b) {
+  int w = 1 + b->nreads, id;
+  for (id = 0; id < em->nix; id++)
+    if (em->ixblk[id] == b) return fmt(em, "dsk_ix%d", id);
+  em->ixblk = dsk_grow(em->c, em->ixblk, (size_t)em->nix * sizeof *em->ixblk,
+                       (size_t)(em->nix + 1) * sizeof *em->ixblk);
+  em->ixblk[em->nix++] = b;
+  swap_decl(em);
+  out(em, "static const int dsk_ix%d[%d] = {", id, b->npts * w);
+  for (int j = 0; j < b->npts * w; j++) out(em, "%s%s%d", j ? "," : "", j % 16 ? "" : "\n ", b->cols[j]);
+  out(em, "};\n");
+  swap_decl(em);
+  return fmt(em, "dsk_ix%d", id);
+}
+
+/* One loop per stretch of points with the same structural zeros: forward
+   code (mode MODE_PRIMAL/MODE_TANGENT) or adjoint code. */
+static void tabled_loops(emitter *em, int k, const dsk_ir_block *b, int with_d, int adj) {
+  int w = 1 + b->nreads;
+  group G;
+  memset(&G, 0, sizeof G);
+  G.S = G.R = 1;
+  G.start = dsk_alloc(em->c, (size_t)w * sizeof(int));
+  G.ds = G.dr = G.dk = dsk_alloc(em->c, (size_t)w * sizeof(int));
+  em->ix = point_table(em, b);
+  em->ixw = w;
+  for (int lo = 0; lo < b->npts;) {
+    int hi = lo + 1;
+    const int *r0 = b->cols + (size_t)lo * (size_t)w;
+    const char *pos;
+    while (hi < b->npts && compatible(r0, b->cols + (size_t)hi * (size_t)w, w)) hi++;
+    for (int c = 0; c < w; c++) G.start[c] = r0[c] < 0 ? -1 : 0;
+    G.L = hi - lo;
+    em->g = &G;
+    em->ntmp = 0;
+    em->nvals = 0;
+    pos = colidx(em, 0, ws_off(em, k));
+    out(em, "  for (int k = %d; k < %d; k++) {\n", lo, hi);
+    if (adj) {
+      expr(em, b->e);
+      adjoint(em, b->e, fmt(em, "%s[%s]", base(em, k, BASE_B), pos));
+    } else {
+      const char *op = b->contract ? "+=" : "=";
+      const nodeval *v = expr(em, b->e);
+      out(em, "      %s[%s] %s %s;\n", base(em, k, BASE_P), pos, op, v->p);
+      if (with_d) out(em, "      %s[%s] %s %s;\n", base(em, k, BASE_D), pos, op, v->d ? v->d : "0.0");
+    }
+    out(em, "  }\n");
+    lo = hi;
+  }
+  em->ix = NULL;
+}
+
 static void block(emitter *em, int k, const dsk_ir_block *b, int with_d) {
   int ng;
   group *gs = compress(em, b, &ng);
@@ -413,17 +636,25 @@ static void block(emitter *em, int k, const dsk_ir_block *b, int with_d) {
   out(em, "  {\n");
   n_offsets(em, b);
   em->blk = b;
+  if (tabled(b, ng)) {
+    tabled_loops(em, k, b, with_d, 0);
+    ng = 0;
+  }
   for (int q = 0; q < ng; q++) {
     const nodeval *v;
+    const char *pos;
     em->g = &gs[q];
     em->ntmp = 0;
     em->nvals = 0;
+    pos = colidx(em, 0, ws_off(em, k));
+    if (reduces(em, b)) {
+      reduction(em, k, b, with_d, pos);
+      continue;
+    }
     open_loops(em);
     v = expr(em, b->e);
-    out(em, "      %s[%s] %s %s;\n", base(em, k, BASE_P), colidx(em, 0, ws_off(em, k)), op, v->p);
-    if (with_d)
-      out(em, "      %s[%s] %s %s;\n", base(em, k, BASE_D), colidx(em, 0, ws_off(em, k)), op,
-          v->d ? v->d : "0.0");
+    out(em, "      %s[%s] %s %s;\n", base(em, k, BASE_P), pos, op, v->p);
+    if (with_d) out(em, "      %s[%s] %s %s;\n", base(em, k, BASE_D), pos, op, v->d ? v->d : "0.0");
     close_loops(em);
   }
   out(em, "  }\n");
@@ -437,13 +668,28 @@ static void block_adjoint(emitter *em, int k, const dsk_ir_block *b) {
   out(em, "  {\n");
   n_offsets(em, b);
   em->blk = b;
+  if (tabled(b, ng)) {
+    tabled_loops(em, k, b, 0, 1);
+    ng = 0;
+  }
   for (int q = ng - 1; q >= 0; q--) {
+    const char *wbar;
     em->g = &gs[q];
     em->ntmp = 0;
     em->nvals = 0;
+    wbar = fmt(em, "%s[%s]", base(em, k, BASE_B), colidx(em, 0, ws_off(em, k)));
+    if (reduces(em, b)) { /* the result's adjoint is loaded once per row */
+      open_outer(em);
+      out(em, "    const double wb = %s;\n", wbar);
+      out(em, "    for (int k = 0; k < %d; k++) {\n", em->g->L);
+      expr(em, b->e);
+      adjoint(em, b->e, "wb");
+      out(em, "    }\n  }\n");
+      continue;
+    }
     open_loops(em);
     expr(em, b->e);
-    adjoint(em, b->e, fmt(em, "%s[%s]", base(em, k, BASE_B), colidx(em, 0, ws_off(em, k))));
+    adjoint(em, b->e, wbar);
     close_loops(em);
   }
   out(em, "  }\n");
@@ -482,6 +728,96 @@ static unsigned char *needed(emitter *em, int mask) {
   unsigned char *need = dsk_alloc(em->c, (size_t)em->m->nt);
   mark(em->m, em->target, mask, need);
   return need;
+}
+
+/* ---- constants -------------------------------------------------------------------- */
+
+/* The run-time dsk_interp1d of the prelude, for constants. */
+static double cinterp(const double *x, const double *y, int n, double q) {
+  int lo = 0, hi = n - 1;
+  double w;
+  if (!(q > x[0])) return y[0];
+  if (!(q < x[n - 1])) return y[n - 1];
+  while (hi - lo > 1) {
+    int mid = (lo + hi) / 2;
+    if (x[mid] <= q) lo = mid;
+    else hi = mid;
+  }
+  w = (q - x[lo]) / (x[lo + 1] - x[lo]);
+  return (1.0 - w) * y[lo] + w * y[lo + 1];
+}
+
+/* Value of e at one point of block b, with the operations the generated code
+   would do at run time; *ok = 0 when e reads something not known now. */
+static double ceval(const emitter *em, const dsk_ir_block *b, const int *row,
+                    const dsk_ir_expr *e, int *ok) {
+  double x, y;
+  switch (e->op) {
+    case IR_NUM: return e->num;
+    case IR_READ: {
+      const dsk_ir_read *rd = &b->reads[e->read];
+      int pos = row[1 + e->read];
+      if (rd->noff || !em->cvals[rd->tensor]) break;
+      return pos < 0 ? 0.0 : em->cvals[rd->tensor][pos];
+    }
+    case IR_NEG: return -ceval(em, b, row, e->a, ok);
+    case IR_ADD: return ceval(em, b, row, e->a, ok) + ceval(em, b, row, e->b, ok);
+    case IR_SUB: return ceval(em, b, row, e->a, ok) - ceval(em, b, row, e->b, ok);
+    case IR_MUL: return ceval(em, b, row, e->a, ok) * ceval(em, b, row, e->b, ok);
+    case IR_DIV: return ceval(em, b, row, e->a, ok) / ceval(em, b, row, e->b, ok);
+    case IR_CALL:
+      x = ceval(em, b, row, e->a, ok);
+      y = e->b ? ceval(em, b, row, e->b, ok) : 0.0;
+      return dsk_fn_eval(e->fn, x, y);
+    case IR_INTERP: {
+      const dsk_ir_read *rd = &b->reads[e->yr];
+      if (rd->noff || !em->cvals[rd->tensor] || row[1 + e->yr] < 0) break;
+      x = ceval(em, b, row, e->a, ok);
+      return cinterp(e->grid, em->cvals[rd->tensor] + row[1 + e->yr], e->ngrid, x);
+    }
+    default: break;
+  }
+  *ok = 0;
+  return 0.0;
+}
+
+/* Values of the constant intermediates, in definition order.  A constant
+   whose blocks compress into few loops relative to its entries (a dense
+   matrix written entry by entry) becomes a static table that the generated
+   code reads directly; the others are computed in init() as before. */
+static void constants(emitter *em) {
+  const dsk_ir_model *m = em->m;
+  em->cvals = dsk_alloc(em->c, (size_t)(m->nt ? m->nt : 1) * sizeof *em->cvals);
+  em->ctab = dsk_alloc(em->c, (size_t)(m->nt ? m->nt : 1) * sizeof *em->ctab);
+  for (int k = 0; k < m->nt; k++) {
+    const dsk_ir_tensor *t = &m->t[k];
+    double *v;
+    int ok = 1, groups = 0;
+    if (t->role != ROLE_OTHER || t->dep != 0) continue;
+    if (t->from_file) {
+      em->cvals[k] = t->consts;
+      if (t->consts) em->ctab[k] = fmt(em, "dsk_c%d", k);
+      continue;
+    }
+    v = dsk_alloc(em->c, (size_t)(t->nnz ? t->nnz : 1) * sizeof *v);
+    for (int j = 0; j < t->nblocks && ok; j++) {
+      const dsk_ir_block *b = &t->blocks[j];
+      int w = 1 + b->nreads, ng = 0;
+      for (int p = 0; p < b->npts && ok; p++) {
+        const int *row = b->cols + (size_t)p * (size_t)w;
+        double x = ceval(em, b, row, b->e, &ok);
+        if (row[0] < 0 || row[0] >= t->nnz) ok = 0;
+        else if (b->contract) v[row[0]] += x;
+        else v[row[0]] = x;
+      }
+      if (b->npts) compress(em, b, &ng);
+      groups += ng;
+    }
+    if (!ok) continue;
+    em->cvals[k] = v;
+    for (int j = 0; j < t->nnz && ok; j++) ok = isfinite(v[j]);
+    if (ok && t->nnz <= 10 * groups) em->ctab[k] = fmt(em, "dsk_c%d", k);
+  }
 }
 
 /* ---- functions -------------------------------------------------------------------- */
@@ -623,11 +959,11 @@ static void header(emitter *em) {
   out(em, "#include <math.h>\n%s", DSK_GEN_TABLE_TEXT);
   out(em, "%s", dsk_fn_prelude());
   for (int k = 0; k < m->nt; k++) {
-    if (!m->t[k].from_file) continue;
-    out(em, "static const double dsk_file%d[%d] = {", k, m->t[k].nnz);
+    if (!em->ctab[k]) continue;
+    out(em, "static const double %s[%d] = {", em->ctab[k], m->t[k].nnz ? m->t[k].nnz : 1);
     for (int j = 0; j < m->t[k].nnz; j++)
-      out(em, "%s%s", j ? ", " : "", number(em, m->t[k].consts[j]));
-    out(em, "};\n");
+      out(em, "%s%s%s", j ? "," : "", j % 8 ? " " : "\n  ", number(em, em->cvals[k][j]));
+    out(em, "%s};\n", m->t[k].nnz ? "" : "0.0");
   }
   for (int g = 0; g < m->ngrids; g++) {
     const dsk_ir_expr *e = m->grids[g];
@@ -650,12 +986,8 @@ static void setup_functions(emitter *em) {
   out(em, "static int init(double *ws) {\n  const double t = 0.0; const double *x = 0;\n");
   out(em, "  for (int i = 0; i < %d; i++) ws[i] = 0.0;\n", m->nws);
   prologue(em);
-  for (int k = 0; k < m->nt; k++)
-    if (m->t[k].from_file)
-      out(em, "  for (int i = 0; i < %d; i++) ws[%d + i] = dsk_file%d[i];\n", m->t[k].nnz,
-          m->t[k].ws_off, k);
-  for (int k = 0; k < m->nt; k++)
-    if (m->t[k].role == ROLE_OTHER && m->t[k].dep == 0 && !m->t[k].from_file) tensor(em, k);
+  for (int k = 0; k < m->nt; k++) /* constants read from a table need no copy */
+    if (m->t[k].role == ROLE_OTHER && m->t[k].dep == 0 && !em->ctab[k]) tensor(em, k);
   out(em, "  return 0;\n}\n\n");
   out(em, "static int set_inputs(const double *p, double *ws) {\n"
           "  const double t = 0.0; const double *x = 0;\n");
@@ -691,19 +1023,25 @@ char *dsk_emit_c(dsk_cctx *c, const dsk_ir_model *m) {
   emitter em;
   unsigned char present[DSK_NFN] = {0};
   char *text;
+  size_t hlen;
   memset(&em, 0, sizeof em);
   em.c = c;
   em.m = m;
+  em.kvar = "k";
+  constants(&em);
   header(&em);
+  hlen = em.len;
   setup_functions(&em);
   for (int f = 0; f < DSK_NFN; f++) family(&em, f, present);
   table(&em, present);
-  text = malloc(em.len + 1);
+  text = malloc(em.len + em.dlen + 1);
   if (!text) {
     dsk_status_set(c->st, DSK_E_NOMEM, "out of memory emitting C");
     longjmp(c->on_error, 1);
   }
-  memcpy(text, em.buf, em.len);
-  text[em.len] = 0;
+  memcpy(text, em.buf, hlen);
+  if (em.dlen) memcpy(text + hlen, em.decl, em.dlen);
+  memcpy(text + hlen + em.dlen, em.buf + hlen, em.len - hlen);
+  text[em.len + em.dlen] = 0;
   return text;
 }

@@ -538,6 +538,232 @@ static void test_large_sparse_text(void) {
   free(c);
 }
 
+/* ---- dense and irregular constant matrices ----------------------------------
+   A dense n x n matrix W and an irregular sparse S (about 3 entries a row at
+   pseudo-random columns), both written entry by entry as in DiffSL exported
+   from NumPy:  F = gain * S tanh(W u + c) - u (S h in its own tensor: a
+   contraction sums its whole element expression).  W becomes a static table read
+   by unrolled row sums (n >= 8), S's product a loop over a table of points.
+   Values come from a pseudo-random generator shared with the reference,
+   which is computed here directly. */
+
+typedef struct mats {
+  int n, nnz;
+  double *w, *s; /* w: n x n row-major; s: nnz values at (si, sj) */
+  int *si, *sj;
+} mats;
+
+static double lcg(unsigned *x) {
+  *x = *x * 1103515245u + 12345u;
+  return (double)((*x >> 8) & 0xffff) / 65536.0 - 0.5;
+}
+
+static char *dense_sparse_model(int n, unsigned seed, mats *M) {
+  size_t cap = 256 + (size_t)n * (size_t)n * 48 + (size_t)n * 200, len = 0;
+  char *src = malloc(cap);
+  M->n = n;
+  M->nnz = 0;
+  M->w = calloc((size_t)n * (size_t)n, sizeof(double));
+  M->s = calloc((size_t)n * 3, sizeof(double));
+  M->si = calloc((size_t)n * 3, sizeof(int));
+  M->sj = calloc((size_t)n * 3, sizeof(int));
+  len += (size_t)snprintf(src + len, cap - len, "in_i { gain = 0.8, c = 0.3 }\nW_ij { ");
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < n; j++) {
+      double v = 3.0 * lcg(&seed) / sqrt((double)n);
+      M->w[i * n + j] = v;
+      len += (size_t)snprintf(src + len, cap - len, "%s(%d, %d): %.17g", i + j ? ", " : "", i, j, v);
+    }
+  len += (size_t)snprintf(src + len, cap - len, " }\nS_ij { ");
+  for (int i = 0; i < n; i++) {
+    int used[3] = {-1, -1, -1};
+    for (int q = 0; q < 3; q++) {
+      int j = (int)(rand_r(&seed) % (unsigned)n), dup = 0;
+      for (int r = 0; r < q; r++) dup |= used[r] == j;
+      if (dup) continue;
+      used[q] = j;
+    }
+    /* entries of a row in increasing column order */
+    for (int a = 0; a < 3; a++)
+      for (int b = a + 1; b < 3; b++)
+        if (used[b] >= 0 && (used[a] < 0 || used[b] < used[a])) {
+          int t = used[a];
+          used[a] = used[b];
+          used[b] = t;
+        }
+    for (int q = 0; q < 3; q++) {
+      double v;
+      if (used[q] < 0) continue;
+      v = 1.0 + lcg(&seed);
+      M->si[M->nnz] = i, M->sj[M->nnz] = used[q], M->s[M->nnz] = v;
+      len += (size_t)snprintf(src + len, cap - len, "%s(%d, %d): %.17g", M->nnz ? ", " : "", i,
+                              used[q], v);
+      M->nnz++;
+    }
+  }
+  snprintf(src + len, cap - len,
+           " }\nu_i { (0:%d): 0.5 }\nz_i { W_ij * u_j }\nh_i { tanh(z_i + c) }\n"
+           "v_i { S_ij * h_j }\nF_i { gain * v_i - u_i }\n",
+           n);
+  return src;
+}
+
+static void mats_free(mats *M) { free(M->w), free(M->s), free(M->si), free(M->sj); }
+
+static void test_dense_sparse_constants(void) {
+  static const int sizes[] = {5, 13, 24};
+  for (size_t q = 0; q < sizeof sizes / sizeof sizes[0]; q++) {
+    int n = sizes[q];
+    mats M;
+    char *src = dense_sparse_model(n, 7u + (unsigned)n, &M), label[48];
+    dsk_model *m;
+    snprintf(label, sizeof label, "dense+sparse constants n=%d", n);
+    /* every derivative against finite differences; jvp's primal == eval */
+    check_model(src, label);
+    m = compile(src);
+    if (m) {
+      const dsk_gen_table *tab = dsk_model_table(m);
+      double *ws = vec(tab->nws), *u = vec(n), *f = vec(n), *h = vec(n), *want = vec(n);
+      unsigned seed = 99;
+      const double gain = 0.8, c = 0.3;
+      tab->init(ws);
+      tab->set_inputs(tab->default_params, ws);
+      for (int i = 0; i < n; i++) u[i] = 2.0 * lcg(&seed);
+      CHECK(tab->eval[DSK_FN_RHS](0.0, u, ws, f) == 0);
+      for (int i = 0; i < n; i++) {
+        double z = 0;
+        for (int j = 0; j < n; j++) z += M.w[i * n + j] * u[j];
+        h[i] = tanh(z + c);
+        want[i] = -u[i];
+      }
+      for (int e = 0; e < M.nnz; e++) want[M.si[e]] += gain * M.s[e] * h[M.sj[e]];
+      CHECK_MSG(relerr(f, want, n) < 1e-14, "%s: rhs error %g", label, relerr(f, want, n));
+      free(ws), free(u), free(f), free(h), free(want);
+      dsk_model_free(m);
+    }
+    free(src);
+    mats_free(&M);
+  }
+}
+
+/* The new loop forms around the other expression kinds: interp1d inside an
+   unrolled row sum (its temporaries beside the unrolled indices), a read
+   indexed by N and a function inside a point-table loop; every derivative
+   against finite differences. */
+static void test_tables_with_interp_and_n(void) {
+  const int n = 10;
+  size_t cap = 16384, len = 0;
+  char *src = malloc(cap), *c = NULL;
+  unsigned seed = 17;
+  dsk_status st;
+  len += (size_t)snprintf(src + len, cap - len,
+                          "in_i { a = 0.8, b = 0.3 }\nxg_i { 0.0, 0.5, 1.5, 3.0 }\n"
+                          "yv_i { a, 2 * a, b, 1.0 }\namt_i { a, 2 * a, 3 * a }\nW_ij { ");
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < n; j++)
+      len += (size_t)snprintf(src + len, cap - len, "%s(%d, %d): %.6f", i + j ? ", " : "", i, j,
+                              lcg(&seed));
+  len += (size_t)snprintf(src + len, cap - len, " }\nS_ij { ");
+  for (int i = 0, first = 1; i < n; i++) {
+    /* two or three pseudo-random columns a row, in increasing order */
+    int j0 = (int)(rand_r(&seed) % 4u), j1 = j0 + 1 + (int)(rand_r(&seed) % 3u);
+    int j2 = j1 + 2 + (int)(rand_r(&seed) % 3u), cols[3] = {j0, j1, j2};
+    for (int q = 0; q < 3; q++) {
+      if (cols[q] >= n) continue;
+      len += (size_t)snprintf(src + len, cap - len, "%s(%d, %d): %.6f", first ? "" : ", ", i,
+                              cols[q], lcg(&seed));
+      first = 0;
+    }
+  }
+  snprintf(src + len, cap - len,
+           " }\nu_i { (0:%d): 0.5 }\nz_i { W_ij * interp1d(xg_i, yv_i, 2 * u_j) }\n"
+           "v_i { S_ij * sin(u_j) * amt_i[N] }\nF_i { z_i + v_i - u_i }\n"
+           "stop_i { t - 1 }\nreset_i { u_i }\n",
+           n);
+  CHECK_MSG(dsk_translate(src, &c, &st) == DSK_OK, "%s", st.msg);
+  if (c) {
+    CHECK_MSG(strstr(c, "ku1") != NULL, "the row sums of z are not unrolled");
+    CHECK_MSG(strstr(c, "dsk_ix") != NULL, "v is not a point-table loop");
+  }
+  free(c);
+  check_model(src, "interp1d and N in the new loops");
+  free(src);
+}
+
+/* Code size follows blocks, not entries: growing W from 16 x 16 to 32 x 32
+   (768 more entries, 1536 with S's) costs a number literal and a few index
+   digits per entry, not a statement (unrolled entries cost about 100 bytes
+   each); a 2-D stencil of m rows emits one loop nest for all rows in each
+   function, so only init grows with the rows' blocks. */
+static size_t c_bytes(const char *src) {
+  char *c = NULL;
+  dsk_status st;
+  size_t n;
+  CHECK_MSG(dsk_translate(src, &c, &st) == DSK_OK, "%s", st.msg);
+  n = c ? strlen(c) : 0;
+  free(c);
+  return n;
+}
+
+static char *stencil_model(int m) {
+  size_t cap = 512 + (size_t)m * 128, len = 0;
+  char *src = malloc(cap);
+  int n = m * m;
+  len += (size_t)snprintf(src + len, cap - len, "in_i { kappa = 1.0 }\nL_ij { (0..%d, 0..%d): -4.0", n, n);
+  for (int r = 0; r < m; r++) {
+    int a = r * m;
+    len += (size_t)snprintf(src + len, cap - len, ", (%d..%d, %d..%d): 1.0, (%d..%d, %d..%d): 1.0",
+                            a, a + m - 1, a + 1, a + m, a + 1, a + m, a, a + m - 1);
+  }
+  snprintf(src + len, cap - len,
+           ", (0..%d, %d..%d): 1.0, (%d..%d, 0..%d): 1.0 }\nu_i { (0:%d): 1.0 }\n"
+           "lap_i { L_ij * u_j }\nF_i { kappa * lap_i - u_i * u_i }\n",
+           n - m, m, n, m, n, n - m, n);
+  return src;
+}
+
+static void test_compact_text(void) {
+  mats A, B;
+  char *a = dense_sparse_model(16, 1, &A), *b = dense_sparse_model(32, 1, &B);
+  char *s20 = stencil_model(20), *s40 = stencil_model(40);
+  size_t ca = c_bytes(a), cb = c_bytes(b), cs20 = c_bytes(s20), cs40 = c_bytes(s40);
+  double per_entry = (double)(cb - ca) / (double)(B.n * B.n + B.nnz - A.n * A.n - A.nnz);
+  CHECK_MSG(per_entry < 40, "%.1f bytes of C per matrix entry (%zu -> %zu)", per_entry, ca, cb);
+  /* 40 more row blocks: init gains a loop per block; rhs, jvp and vjp do not grow */
+  CHECK_MSG(cs40 - cs20 < 40 * 120, "stencil: %zu bytes (20 rows) -> %zu (40 rows)", cs20, cs40);
+  /* compiled, checked against finite differences and the 5-point formula */
+  check_model(s20, "stencil 20 x 20");
+  {
+    dsk_model *m = compile(s20);
+    const int M = 20, n = M * M;
+    if (m) {
+      const dsk_gen_table *tab = dsk_model_table(m);
+      double *ws = vec(tab->nws), *u = vec(n), *f = vec(n), *want = vec(n);
+      unsigned seed = 5;
+      tab->init(ws);
+      tab->set_inputs(tab->default_params, ws);
+      for (int i = 0; i < n; i++) u[i] = lcg(&seed);
+      CHECK(tab->eval[DSK_FN_RHS](0.0, u, ws, f) == 0);
+      for (int r = 0; r < M; r++)
+        for (int c = 0; c < M; c++) {
+          int i = r * M + c;
+          double lap = -4.0 * u[i];
+          if (c > 0) lap += u[i - 1];
+          if (c < M - 1) lap += u[i + 1];
+          if (r > 0) lap += u[i - M];
+          if (r < M - 1) lap += u[i + M];
+          want[i] = lap - u[i] * u[i];
+        }
+      CHECK_MSG(relerr(f, want, n) < 1e-14, "stencil rhs error %g", relerr(f, want, n));
+      free(ws), free(u), free(f), free(want);
+      dsk_model_free(m);
+    }
+  }
+  free(a), free(b), free(s20), free(s40);
+  mats_free(&A);
+  mats_free(&B);
+}
+
 /* The Jacobian from coloured tangent sweeps equals the dense one from
    unit-vector sweeps, the pattern holds every non-zero, and a tridiagonal
    Jacobian needs 3 colours. */
@@ -667,6 +893,9 @@ void suite_emit(void) {
   test_layouts();
   test_read_file();
   test_large_sparse_text();
+  test_dense_sparse_constants();
+  test_tables_with_interp_and_n();
+  test_compact_text();
   test_jacobians();
   remove_cache();
 }
