@@ -34,13 +34,15 @@ static void sm_linearsum(realtype a, N_Vector x, realtype b, N_Vector y, N_Vecto
   sunindextype n = LEN(x);
   const realtype *xd = DAT(x), *yd = DAT(y);
   realtype *zd = DAT(z);
+  if (a == 1.0 && b == 1.0) { /* the predictor's sums: most calls */
+    for (sunindextype i = 0; i < n; i++) zd[i] = xd[i] + yd[i];
+    return;
+  }
   int unit = a == 1.0 || a == -1.0 || b == 1.0 || b == -1.0;
   if (!unit && a == b) {
     for (sunindextype i = 0; i < n; i++) zd[i] = a * (xd[i] + yd[i]);
   } else if (!unit && a == -b) {
     for (sunindextype i = 0; i < n; i++) zd[i] = a * (xd[i] - yd[i]);
-  } else if (a == 1.0 && b == 1.0) {
-    for (sunindextype i = 0; i < n; i++) zd[i] = xd[i] + yd[i];
   } else if (a == 1.0 && b == -1.0) {
     for (sunindextype i = 0; i < n; i++) zd[i] = xd[i] - yd[i];
   } else if (a == -1.0 && b == 1.0) {
