@@ -17,10 +17,6 @@
 
 #include "solve.h"
 
-/* CVodeSetJacEvalFrequency with SUNDIALS' dense LU (below DSK_LS_LAPACK_MIN
-   states): steps between Jacobian evaluations, 1 = at every linear setup. */
-#define DSK_CV_MSBJ_DENSE 1
-
 static int cv_rhs(realtype t, N_Vector y, N_Vector ydot, void *data) {
   dsk_solver *s = data;
   int rc = s->tab->eval[DSK_FN_RHS](t, NV_DATA_S(y), s->ws, NV_DATA_S(ydot));
@@ -56,15 +52,13 @@ static int cv_create(dsk_solver *s, dsk_status *st) {
     call = "CVodeSetJacTimes", flag = CVodeSetJacTimes(s->mem, NULL, dsk_lin_jtimes);
   else if (flag == CV_SUCCESS)
     call = "CVodeSetJacFn", flag = CVodeSetJacFn(s->mem, cv_jac);
-  /* Small dense systems: a fresh Jacobian at every linear setup (SUNDIALS'
-     default reuses one for up to 50 steps, only updating gamma).  There the
-     Jacobian costs a few right-hand sides while a stale one costs steps:
-     robertson_ode and vanderpol (rtol 1e-6, 1e-8) take 6-23% fewer steps
-     and 13-24% less time, Lotka-Volterra is unchanged.  Not for KLU or
-     LAPACK: on heat2d[100] the coloured sweeps of 28 more Jacobians made a
-     solve 1.5x slower (docs/performance_comparison.md). */
-  if (flag == CV_SUCCESS && s->linsol == DSK_LS_SUNDENSE)
-    call = "CVodeSetJacEvalFrequency", flag = CVodeSetJacEvalFrequency(s->mem, DSK_CV_MSBJ_DENSE);
+  /* The Jacobian-reuse frequencies stay at SUNDIALS' defaults.  Measured
+     (docs/performance_comparison.md): a fresh Jacobian at every linear setup
+     (CVodeSetJacEvalFrequency 1) saves 10-25% of the time on Robertson and
+     Van der Pol but doubles the error at the same rtol there and on
+     Lotka-Volterra (whose invariant drift notebook 03 checks), and costs 1.5x
+     on heat2d[100] (coloured sweeps); other frequencies, the Newton
+     coefficient, eta bounds and max order gave nothing or lost steps. */
   if (flag == CV_SUCCESS && s->nstop > 0)
     call = "CVodeRootInit", flag = CVodeRootInit(s->mem, s->nstop, cv_root);
   if (flag == CV_SUCCESS && s->nstop > 0)
