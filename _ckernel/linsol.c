@@ -318,6 +318,7 @@ static int make_pair(dsk_solver *s, SUNMatrix *A, SUNLinearSolver *LS, dsk_statu
 int dsk_lin_create(dsk_solver *s, int with_mass, dsk_status *st) {
   int rc = make_pair(s, &s->A, &s->LS, st);
   if (rc == DSK_OK && with_mass) rc = make_pair(s, &s->Mmat, &s->MLS, st);
+  if (rc == DSK_OK) dsk_mat_tune(s->A), dsk_mat_tune(s->Mmat); /* nvec_ops.c */
   return rc;
 }
 

@@ -185,14 +185,15 @@ int dsk_arkode_backward(dsk_solver *s, const double *g, double *grad, dsk_status
 /* Frees s->adj_ark (called from dsk_adjoint_free). */
 void dsk_adjoint_arkode_free(dsk_solver *s);
 
-/* ---- nvec_small.c ----------------------------------------------------------- */
+/* ---- nvec_ops.c ------------------------------------------------------------- */
 
-/* Vectors of at most this many entries get the plain-loop operations. */
-#define DSK_NVEC_SMALL_MAX 64
-/* Enables the fused operations of a serial vector and, up to
-   DSK_NVEC_SMALL_MAX entries, installs the plain-loop operations of
-   nvec_small.c (bit-identical results); clones inherit both. */
+/* Enables the fused operations of a serial vector and installs the
+   plain-loop operations of nvec_ops.c (bit-identical results to
+   nvector_serial); clones inherit both. */
 void dsk_nvec_tune(N_Vector v);
+/* The same for a dense or sparse SUNMatrix: zero, copy, c A + I, clone
+   (bit-identical results to sunmatrix_dense / sunmatrix_sparse). */
+void dsk_mat_tune(SUNMatrix A);
 
 /* ---- linsol.c ----------------------------------------------------------------- */
 

@@ -3,8 +3,9 @@
 - small dense systems (SUNDIALS' dense LU): IDAS rebuilds its Newton matrix when cj
   changes by more than 5% (SUNDIALS: 25%); CVODES keeps SUNDIALS' Jacobian reuse;
 - KLU factors with AMD ordering (KLU's default; SUNDIALS sets COLAMD);
-- vectors of up to 64 entries use the plain-loop operations of nvec_small.c (bit-for-bit
-  equal to nvector_serial; checked in the C tests, _ckernel/tests/test_linsol.c).
+- state vectors use the plain-loop operations of nvec_ops.c (bit-for-bit equal to
+  nvector_serial, which Debian builds without optimisation; checked in the C tests,
+  _ckernel/tests/test_linsol.c).
 
 References: SciPy Radau at rtol 1e-11, and the matrix exponential for the (linear) heat
 equation.

@@ -13,6 +13,7 @@
 #include <arkode/arkode_butcher.h>
 #include <sunlinsol/sunlinsol_klu.h>
 #include <sunmatrix/sunmatrix_dense.h>
+#include <sunmatrix/sunmatrix_sparse.h>
 
 #include "../solve.h"
 #include "runner.h"
@@ -173,9 +174,9 @@ static void heat_with(const dsk_model *m, int ls, const char *name, double *y) {
   dsk_solver_free(s);
 }
 
-/* nvec_small.c: every replaced operation gives nvector_serial's result bit
-   for bit (also in place), clones inherit the operations, and vectors above
-   DSK_NVEC_SMALL_MAX keep the serial ones with the fused operations on. */
+/* nvec_ops.c: every replaced operation gives nvector_serial's result bit
+   for bit (also in place, and the fused ones against the serial fused ones),
+   and clones inherit the operations. */
 static int same_bits(N_Vector a, N_Vector b) {
   return memcmp(NV_DATA_S(a), NV_DATA_S(b), (size_t)NV_LENGTH_S(a) * sizeof(double)) == 0;
 }
@@ -189,13 +190,13 @@ static void fill(N_Vector v, N_Vector w, unsigned *seed) {
   }
 }
 
-static void test_nvec_small(void) {
+static void test_nvec_ops(void) {
   SUNContext ctx = NULL;
   CHECK(SUNContext_Create(NULL, &ctx) == 0);
   if (!ctx) return;
   static const double cs[] = {1.0, -1.0, 0.0, 2.5, -2.5, 0.3, 1e-3};
   enum { NC = sizeof cs / sizeof cs[0] };
-  int sizes[] = {1, 3, 7, DSK_NVEC_SMALL_MAX};
+  int sizes[] = {1, 3, 7, 1001};
   unsigned seed = 4321u;
   for (int k = 0; k < 4; k++) {
     int n = sizes[k];
@@ -292,16 +293,89 @@ static void test_nvec_small(void) {
     N_VDestroy(x), N_VDestroy(y), N_VDestroy(z), N_VDestroy(t);
     N_VDestroy(xs), N_VDestroy(ys), N_VDestroy(zs), N_VDestroy(ws);
   }
-  /* above the size bound: serial operations, fused ones on */
-  N_Vector big = N_VNew_Serial(DSK_NVEC_SMALL_MAX + 1, ctx);
-  CHECK(big != NULL);
-  if (big) {
-    dsk_nvec_tune(big);
-    CHECK(big->ops->nvlinearsum == N_VLinearSum_Serial);
-    CHECK(big->ops->nvlinearcombination == N_VLinearCombination_Serial);
-    N_VDestroy(big);
-  }
   dsk_nvec_tune(NULL); /* no-op */
+  SUNContext_Free(&ctx);
+}
+
+/* nvec_ops.c, matrices: zero, copy, c A + I and clone against sunmatrix_dense
+   and sunmatrix_sparse, bit for bit (a sparse matrix without a stored
+   diagonal entry takes SUNDIALS' own c A + I). */
+static int same_sparse(SUNMatrix a, SUNMatrix b) {
+  sunindextype nz = SM_INDEXPTRS_S(a)[SM_NP_S(a)];
+  return SM_INDEXPTRS_S(b)[SM_NP_S(b)] == nz &&
+         memcmp(SM_INDEXPTRS_S(a), SM_INDEXPTRS_S(b), (SM_NP_S(a) + 1) * sizeof(sunindextype)) == 0 &&
+         memcmp(SM_INDEXVALS_S(a), SM_INDEXVALS_S(b), nz * sizeof(sunindextype)) == 0 &&
+         memcmp(SM_DATA_S(a), SM_DATA_S(b), nz * sizeof(double)) == 0;
+}
+
+static void test_mat_ops(void) {
+  SUNContext ctx = NULL;
+  CHECK(SUNContext_Create(NULL, &ctx) == 0);
+  if (!ctx) return;
+  enum { N = 6 };
+  SUNMatrix d = SUNDenseMatrix(N, N, ctx), dt = SUNDenseMatrix(N, N, ctx);
+  CHECK(d && dt);
+  if (d && dt) {
+    dsk_mat_tune(dt);
+    SUNMatrix dc = SUNMatClone(dt), ds = SUNMatClone(d);
+    CHECK(dc && ds && dc->ops->scaleaddi == dt->ops->scaleaddi);
+    unsigned seed = 99u;
+    for (int j = 0; j < N; j++)
+      for (int i = 0; i < N; i++) {
+        seed = seed * 1103515245u + 12345u;
+        SM_ELEMENT_D(d, i, j) = SM_ELEMENT_D(dt, i, j) = (double)(seed >> 8) / 1677721.6 - 3.3;
+      }
+    SUNMatScaleAddI_Dense(-0.37, d), SUNMatScaleAddI(-0.37, dt);
+    CHECK(memcmp(SM_DATA_D(d), SM_DATA_D(dt), N * N * sizeof(double)) == 0);
+    if (dc && ds) {
+      SUNMatCopy_Dense(d, ds), SUNMatCopy(dt, dc);
+      CHECK(memcmp(SM_DATA_D(ds), SM_DATA_D(dc), N * N * sizeof(double)) == 0);
+      SUNMatZero(dc);
+      double zero[N * N] = {0};
+      CHECK(memcmp(SM_DATA_D(dc), zero, sizeof zero) == 0);
+    }
+    if (dc) SUNMatDestroy(dc);
+    if (ds) SUNMatDestroy(ds);
+  }
+  if (d) SUNMatDestroy(d);
+  if (dt) SUNMatDestroy(dt);
+  /* sparse: a tridiagonal pattern, then one without the (2, 2) entry */
+  for (int miss = 0; miss < 2; miss++) {
+    SUNMatrix a = SUNSparseMatrix(N, N, 3 * N, CSC_MAT, ctx);
+    SUNMatrix at = SUNSparseMatrix(N, N, 3 * N, CSC_MAT, ctx);
+    CHECK(a && at);
+    if (a && at) {
+      dsk_mat_tune(at);
+      SUNMatrix m2[2] = {a, at};
+      for (int q = 0; q < 2; q++) {
+        sunindextype nz = 0;
+        for (int j = 0; j < N; j++) {
+          SM_INDEXPTRS_S(m2[q])[j] = nz;
+          for (int i = j - 1; i <= j + 1; i++) {
+            if (i < 0 || i >= N || (miss && i == 2 && j == 2)) continue;
+            SM_INDEXVALS_S(m2[q])[nz] = i;
+            SM_DATA_S(m2[q])[nz++] = 0.5 + i - 0.25 * j;
+          }
+        }
+        SM_INDEXPTRS_S(m2[q])[N] = nz;
+      }
+      SUNMatrix b = SUNMatClone(a), bt = SUNMatClone(at);
+      CHECK(b && bt && bt->ops->copy == at->ops->copy);
+      if (b && bt) {
+        SUNMatCopy_Sparse(a, b), SUNMatCopy(at, bt);
+        CHECK(same_sparse(b, bt));
+        SUNMatScaleAddI_Sparse(2.5, b), SUNMatScaleAddI(2.5, bt);
+        CHECK_MSG(same_sparse(b, bt), "missing diagonal: %d", miss);
+        SUNMatZero_Sparse(b), SUNMatZero(bt);
+        CHECK(SM_INDEXPTRS_S(bt)[N] == 0 && same_sparse(b, bt));
+      }
+      if (b) SUNMatDestroy(b);
+      if (bt) SUNMatDestroy(bt);
+    }
+    if (a) SUNMatDestroy(a);
+    if (at) SUNMatDestroy(at);
+  }
+  dsk_mat_tune(NULL); /* no-op */
   SUNContext_Free(&ctx);
 }
 
@@ -412,7 +486,8 @@ static void test_dae_and_events(const char *root) {
 void suite_linsol(void) {
   char root[] = "/tmp/dsk_test_linsol_XXXXXX";
   test_lapack();
-  test_nvec_small();
+  test_nvec_ops();
+  test_mat_ops();
   test_tsit5_table();
   if (!mkdtemp(root)) {
     CHECK(!"mkdtemp failed");

@@ -1,14 +1,15 @@
 /*
- * nvec_small.c - leaner vector operations for the serial N_Vector of small
- * systems.
+ * nvec_ops.c - compiled-with-optimisation vector operations for the serial
+ * N_Vector, and matrix operations for the dense and sparse SUNMatrix.
  *
- * For a few states, CVODES and IDAS spend about half of every step in
- * N_Vector operations (about 60 calls per step: the predictor alone is
- * q (q + 1) / 2 linear sums), and each call of the Debian build of
- * nvector_serial costs about 100 instructions for 3 elements (case analysis
- * and the vectorised loop's prologue and epilogue).  Here the hottest
- * operations are replaced by plain loops on the same serial content, so
- * SUNDIALS still does all the integration; only the arithmetic kernels of
+ * Debian's SUNDIALS 6.4.1 is built without optimisation (-O0: objdump of
+ * N_VWSqrSumLocal_Serial shows every variable loaded from and stored to the
+ * stack), and CVODES / IDAS call about 60 vector operations per step (the
+ * predictor alone is q (q + 1) / 2 linear sums).  For 2-3 states that was
+ * half of every step; on the 900-state heat equation N_VWrmsNorm alone took
+ * 14% of the solve.  Here the operations the integrators use are replaced by
+ * plain loops on the same serial content, compiled with the kernel's flags,
+ * so SUNDIALS still does all the integration; only the arithmetic kernels of
  * its vector are ours.  Every operation does the same floating-point
  * operations in the same order as nvector_serial (a * x with a = 1 is exact,
  * so the special cases of N_VLinearSum_Serial collapse, except a == b and
@@ -19,11 +20,14 @@
  * copies the table, so every vector that CVODES / IDAS clone from it (the
  * history array, the Newton vectors, the sensitivity vectors) gets them.
  * Fused operations (N_VLinearCombination, N_VScaleAddMulti, ...) are enabled
- * at every size: they replace loops of N_VLinearSum in the integrators.
+ * too: they replace loops of N_VLinearSum in the integrators.
  */
 #include <math.h>
+#include <string.h>
 
 #include <nvector/nvector_serial.h>
+#include <sunmatrix/sunmatrix_dense.h>
+#include <sunmatrix/sunmatrix_sparse.h>
 
 #include "solve.h"
 
@@ -214,7 +218,6 @@ static int sm_scalevectorarray(int nvec, realtype *c, N_Vector *X, N_Vector *Z) 
 void dsk_nvec_tune(N_Vector v) {
   if (!v || N_VGetVectorID(v) != SUNDIALS_NVEC_SERIAL) return;
   N_VEnableFusedOps_Serial(v, SUNTRUE);
-  if (LEN(v) > DSK_NVEC_SMALL_MAX) return;
   N_Vector_Ops o = v->ops;
   o->nvlinearsum = sm_linearsum;
   o->nvconst = sm_const;
@@ -237,4 +240,104 @@ void dsk_nvec_tune(N_Vector v) {
   o->nvlinearcombination = sm_linearcombination;
   o->nvscaleaddmulti = sm_scaleaddmulti;
   o->nvscalevectorarray = sm_scalevectorarray;
+}
+
+/* ---- matrices ------------------------------------------------------------------
+ * The same for the operations CVODES / IDAS / ARKODE apply to the Newton
+ * matrix at every linear setup (zero, copy to and from the saved Jacobian,
+ * c A + I): same arithmetic as sunmatrix_dense / sunmatrix_sparse; the rare
+ * cases that need a new sparse structure (a missing diagonal entry, a copy
+ * into a smaller matrix) go to SUNDIALS' own functions.  Clones get the same
+ * operations (CVODES clones the matrix for its saved Jacobian). */
+
+static void install_mat_ops(SUNMatrix A);
+
+static int dm_zero(SUNMatrix A) {
+  memset(SM_DATA_D(A), 0, (size_t)SM_LDATA_D(A) * sizeof(realtype));
+  return SUNMAT_SUCCESS;
+}
+
+static int dm_copy(SUNMatrix A, SUNMatrix B) {
+  if (SUNMatGetID(B) != SUNMATRIX_DENSE || SM_ROWS_D(A) != SM_ROWS_D(B) ||
+      SM_COLUMNS_D(A) != SM_COLUMNS_D(B))
+    return SUNMatCopy_Dense(A, B);
+  memcpy(SM_DATA_D(B), SM_DATA_D(A), (size_t)SM_LDATA_D(A) * sizeof(realtype));
+  return SUNMAT_SUCCESS;
+}
+
+static int dm_scaleaddi(realtype c, SUNMatrix A) {
+  sunindextype m = SM_ROWS_D(A), n = SM_COLUMNS_D(A);
+  realtype *a = SM_DATA_D(A);
+  for (sunindextype j = 0; j < n; j++, a += m) {
+    for (sunindextype i = 0; i < m; i++) a[i] *= c;
+    if (j < m) a[j] += 1.0;
+  }
+  return SUNMAT_SUCCESS;
+}
+
+static SUNMatrix dm_clone(SUNMatrix A) {
+  SUNMatrix B = SUNMatClone_Dense(A);
+  if (B) install_mat_ops(B);
+  return B;
+}
+
+static int sp_zero(SUNMatrix A) {
+  memset(SM_DATA_S(A), 0, (size_t)SM_NNZ_S(A) * sizeof(realtype));
+  memset(SM_INDEXVALS_S(A), 0, (size_t)SM_NNZ_S(A) * sizeof(sunindextype));
+  memset(SM_INDEXPTRS_S(A), 0, ((size_t)SM_NP_S(A) + 1) * sizeof(sunindextype));
+  return SUNMAT_SUCCESS;
+}
+
+static int sp_copy(SUNMatrix A, SUNMatrix B) {
+  if (SUNMatGetID(B) != SUNMATRIX_SPARSE || SM_ROWS_S(A) != SM_ROWS_S(B) ||
+      SM_COLUMNS_S(A) != SM_COLUMNS_S(B) || SM_SPARSETYPE_S(A) != SM_SPARSETYPE_S(B))
+    return SUNMatCopy_Sparse(A, B);
+  sunindextype nz = SM_INDEXPTRS_S(A)[SM_NP_S(A)], cap = SM_NNZ_S(B);
+  if (cap < nz) return SUNMatCopy_Sparse(A, B); /* reallocates B */
+  memcpy(SM_DATA_S(B), SM_DATA_S(A), (size_t)nz * sizeof(realtype));
+  memcpy(SM_INDEXVALS_S(B), SM_INDEXVALS_S(A), (size_t)nz * sizeof(sunindextype));
+  memset(SM_DATA_S(B) + nz, 0, (size_t)(cap - nz) * sizeof(realtype));
+  memset(SM_INDEXVALS_S(B) + nz, 0, (size_t)(cap - nz) * sizeof(sunindextype));
+  memcpy(SM_INDEXPTRS_S(B), SM_INDEXPTRS_S(A), ((size_t)SM_NP_S(A) + 1) * sizeof(sunindextype));
+  return SUNMAT_SUCCESS;
+}
+
+static int sp_scaleaddi(realtype c, SUNMatrix A) {
+  sunindextype m = SM_SPARSETYPE_S(A) == CSC_MAT ? SM_ROWS_S(A) : SM_COLUMNS_S(A);
+  sunindextype n = SM_SPARSETYPE_S(A) == CSC_MAT ? SM_COLUMNS_S(A) : SM_ROWS_S(A);
+  sunindextype k = m < n ? m : n;
+  const sunindextype *ap = SM_INDEXPTRS_S(A), *ai = SM_INDEXVALS_S(A);
+  realtype *ax = SM_DATA_S(A);
+  for (sunindextype j = 0; j < k; j++) { /* every diagonal entry stored? */
+    sunindextype p = ap[j];
+    while (p < ap[j + 1] && ai[p] != j) p++;
+    if (p == ap[j + 1]) return SUNMatScaleAddI_Sparse(c, A);
+  }
+  for (sunindextype j = 0; j < k; j++)
+    for (sunindextype p = ap[j]; p < ap[j + 1]; p++) ax[p] = ai[p] == j ? 1.0 + c * ax[p] : c * ax[p];
+  return SUNMAT_SUCCESS;
+}
+
+static SUNMatrix sp_clone(SUNMatrix A) {
+  SUNMatrix B = SUNMatClone_Sparse(A);
+  if (B) install_mat_ops(B);
+  return B;
+}
+
+static void install_mat_ops(SUNMatrix A) {
+  if (SUNMatGetID(A) == SUNMATRIX_DENSE) {
+    A->ops->zero = dm_zero;
+    A->ops->copy = dm_copy;
+    A->ops->scaleaddi = dm_scaleaddi;
+    A->ops->clone = dm_clone;
+  } else if (SUNMatGetID(A) == SUNMATRIX_SPARSE) {
+    A->ops->zero = sp_zero;
+    A->ops->copy = sp_copy;
+    A->ops->scaleaddi = sp_scaleaddi;
+    A->ops->clone = sp_clone;
+  }
+}
+
+void dsk_mat_tune(SUNMatrix A) {
+  if (A) install_mat_ops(A);
 }
