@@ -58,7 +58,8 @@ static int cv_create(dsk_solver *s, dsk_status *st) {
      Van der Pol but doubles the error at the same rtol there and on
      Lotka-Volterra (whose invariant drift notebook 03 checks), and costs 1.5x
      on heat2d[100] (coloured sweeps); other frequencies, the Newton
-     coefficient, eta bounds and max order gave nothing or lost steps. */
+     coefficient and iteration limit and the step-size (eta) bounds gave
+     nothing or lost steps. */
   if (flag == CV_SUCCESS && s->nstop > 0)
     call = "CVodeRootInit", flag = CVodeRootInit(s->mem, s->nstop, cv_root);
   if (flag == CV_SUCCESS && s->nstop > 0)
