@@ -277,10 +277,12 @@ int dsk_solver_create(const dsk_model *m, const dsk_solver_options *o, dsk_solve
     return dsk_status_set(st, DSK_E_NOMEM, "SUNContext_Create failed");
   }
   s->y = N_VNew_Serial((sunindextype)s->n, s->ctx);
+  dsk_nvec_tune(s->y); /* before the integrator clones it */
   if (s->y) N_VConst(0.0, s->y);
   if (s->y && s->be == &dsk_backend_idas) {
     s->yp = N_VNew_Serial((sunindextype)s->n, s->ctx);
     s->id = N_VNew_Serial((sunindextype)s->n, s->ctx);
+    dsk_nvec_tune(s->yp);
     if (s->yp) N_VConst(0.0, s->yp);
     if (s->id) N_VConst(1.0, s->id);
   }

@@ -204,6 +204,16 @@ int dsk_arkode_backward(dsk_solver *s, const double *g, double *grad, dsk_status
 /* Frees s->adj_ark (called from dsk_adjoint_free). */
 void dsk_adjoint_arkode_free(dsk_solver *s);
 
+/* ---- nvec_ops.c ------------------------------------------------------------- */
+
+/* Enables the fused operations of a serial vector and installs the
+   plain-loop operations of nvec_ops.c (bit-identical results to
+   nvector_serial); clones inherit both. */
+void dsk_nvec_tune(N_Vector v);
+/* The same for a dense or sparse SUNMatrix: zero, copy, c A + I, clone
+   (bit-identical results to sunmatrix_dense / sunmatrix_sparse). */
+void dsk_mat_tune(SUNMatrix A);
+
 /* ---- linsol.c ----------------------------------------------------------------- */
 
 /* The Newton-matrix pattern, maps and the mass colouring (s->U etc.). */

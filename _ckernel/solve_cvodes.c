@@ -52,6 +52,14 @@ static int cv_create(dsk_solver *s, dsk_status *st) {
     call = "CVodeSetJacTimes", flag = CVodeSetJacTimes(s->mem, NULL, dsk_lin_jtimes);
   else if (flag == CV_SUCCESS)
     call = "CVodeSetJacFn", flag = CVodeSetJacFn(s->mem, cv_jac);
+  /* The Jacobian-reuse frequencies stay at SUNDIALS' defaults.  Measured
+     (docs/performance_comparison.md): a fresh Jacobian at every linear setup
+     (CVodeSetJacEvalFrequency 1) saves 10-25% of the time on Robertson and
+     Van der Pol but doubles the error at the same rtol there and on
+     Lotka-Volterra (whose invariant drift notebook 03 checks), and costs 1.5x
+     on heat2d[100] (coloured sweeps); other frequencies, the Newton
+     coefficient and iteration limit and the step-size (eta) bounds gave
+     nothing or lost steps. */
   if (flag == CV_SUCCESS && s->nstop > 0)
     call = "CVodeRootInit", flag = CVodeRootInit(s->mem, s->nstop, cv_root);
   if (flag == CV_SUCCESS && s->nstop > 0)

@@ -224,6 +224,8 @@ def pydiffsol_solver(prob, rtol, atol):
     def run():
         return np.asarray(ode.solve_dense(p, prob.times).ys)[:, -1]
 
+    # pydiffsol exposes no counters; its internal steps are the points of Ode.solve
+    run.steps = lambda: len(ode.solve(p, float(prob.times[-1])).ts) - 1  # type: ignore[attr-defined]
     return run, ""
 
 
@@ -265,12 +267,14 @@ def solve_row(prob: P.Problem, rtol: float, atol: float, args) -> dict:
     row["times"]["ours"] = t_ours
     row["errors"]["ours"] = max_err(y.numpy()[:, -1], ref)
     row["linear_solver"] = m.linear_solver_used
+    row["ours_stats"] = dict(m.stats)  # steps, rhs_evals, jac_evals, lin_setups, ...
     row["reps"] = reps
     # C, with the same number of repetitions
     try:
         c = run_c(prob, rtol, atol, reps)
         row["times"]["c"] = c["seconds_min"]
         row["errors"]["c"] = max_err(c["y_final"], ref)
+        row["c_steps"] = int(c["steps"])
     except Exception as exc:
         row["skipped"]["c"] = str(exc)
     budget = args.budget
@@ -295,6 +299,8 @@ def solve_row(prob: P.Problem, rtol: float, atol: float, args) -> dict:
             t, _, yv = timed(run, args.target, max_reps=reps if reps > 3 else 3)
             row["times"][name] = t
             row["errors"][name] = max_err(yv, ref)
+            if hasattr(run, "steps"):
+                row[f"{name}_steps"] = run.steps()
         except Budget:
             row["skipped"][name] = f"did not finish within the {budget:g} s budget"
         except Exception as exc:
@@ -317,6 +323,20 @@ def fmt_t(t: Optional[float]) -> str:
     if t is None:
         return "-"
     return f"{t * 1e3:.3g}ms" if t < 1 else f"{t:.3g}s"
+
+
+def print_steps(rows: list[dict]) -> None:
+    """Internal steps of ours, the C baseline and pydiffsol (the same accuracy is the
+    error columns): where a speed gap comes from the step count, not the time per step."""
+    print("steps (ours / c / pydiffsol) and ours' time per step:")
+    for r in rows:
+        st = r.get("ours_stats", {}).get("steps")
+        if not st:
+            continue
+        name = f"{r['problem']}[{r['size']}]"
+        per = r["times"]["ours"] / st * 1e6
+        print(f"  {name:<20} rtol {r['rtol']:.0e}: {st} / {r.get('c_steps', '-')} / "
+              f"{r.get('pydiffsol_steps', '-')}  ({per:.2f} us per step)")
 
 
 def print_solve_table(rows: list[dict]) -> None:
@@ -615,6 +635,7 @@ def main() -> None:
             rows.append(solve_row(prob, rtol, atol, args))
     print()
     print_solve_table(rows)
+    print_steps(rows)
     grads = gradient_rows(args) if not args.only else []
     if grads:
         print_gradient_table(grads)

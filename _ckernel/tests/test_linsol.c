@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include <arkode/arkode_butcher.h>
+#include <sunlinsol/sunlinsol_klu.h>
 #include <sunmatrix/sunmatrix_dense.h>
+#include <sunmatrix/sunmatrix_sparse.h>
 
 #include "../solve.h"
 #include "runner.h"
@@ -156,13 +158,225 @@ static void heat_with(const dsk_model *m, int ls, const char *name, double *y) {
   if (!s) return;
   CHECK_MSG(strcmp(dsk_solver_linsol_name(s), name) == 0, "%s vs %s", dsk_solver_linsol_name(s),
             name);
+  if (s->linsol == DSK_LS_KLU) /* AMD (KLU's default), not SUNDIALS' COLAMD */
+    CHECK(SUNLinSol_KLUGetCommon(s->LS) && SUNLinSol_KLUGetCommon(s->LS)->ordering == 0);
   const double p[2] = {0.5, 1.0}, times[2] = {0.0, 0.01};
   rc = dsk_solver_solve_dense(s, p, times, 2, y, &st);
   CHECK_MSG(rc == DSK_OK, "%s", st.msg);
+  dsk_stats stats;
+  dsk_solver_stats(s, &stats);
+  /* CVODES reuses the Jacobian between linear setups (SUNDIALS' default) */
+  CHECK_MSG(stats.jac_evals < stats.lin_setups, "%ld Jacobians, %ld setups", stats.jac_evals,
+            stats.lin_setups);
   double y2[400];
   rc = dsk_solver_solve_dense(s, p, times, 2, y2, &st); /* reuse: identical */
   CHECK(rc == DSK_OK && memcmp(y, y2, sizeof y2) == 0);
   dsk_solver_free(s);
+}
+
+/* nvec_ops.c: every replaced operation gives nvector_serial's result bit
+   for bit (also in place, and the fused ones against the serial fused ones),
+   and clones inherit the operations. */
+static int same_bits(N_Vector a, N_Vector b) {
+  return memcmp(NV_DATA_S(a), NV_DATA_S(b), (size_t)NV_LENGTH_S(a) * sizeof(double)) == 0;
+}
+
+static void fill(N_Vector v, N_Vector w, unsigned *seed) {
+  for (sunindextype i = 0; i < NV_LENGTH_S(v); i++) {
+    *seed = *seed * 1103515245u + 12345u;
+    double x = ((double)(*seed >> 8) / 16777216.0 - 0.3) * 7.0;
+    NV_Ith_S(v, i) = x;
+    if (w) NV_Ith_S(w, i) = x;
+  }
+}
+
+static void test_nvec_ops(void) {
+  SUNContext ctx = NULL;
+  CHECK(SUNContext_Create(NULL, &ctx) == 0);
+  if (!ctx) return;
+  static const double cs[] = {1.0, -1.0, 0.0, 2.5, -2.5, 0.3, 1e-3};
+  enum { NC = sizeof cs / sizeof cs[0] };
+  int sizes[] = {1, 3, 7, 1001};
+  unsigned seed = 4321u;
+  for (int k = 0; k < 4; k++) {
+    int n = sizes[k];
+    N_Vector x = N_VNew_Serial(n, ctx), y = N_VNew_Serial(n, ctx), z = N_VNew_Serial(n, ctx);
+    N_Vector t = N_VNew_Serial(n, ctx);
+    N_Vector xs = NULL, ys = NULL, zs = NULL, ws = NULL;
+    if (t) dsk_nvec_tune(t);
+    if (t) xs = N_VClone(t), ys = N_VClone(t), zs = N_VClone(t), ws = N_VClone(t);
+    CHECK(x && y && z && t && xs && ys && zs && ws);
+    if (!(x && y && z && t && xs && ys && zs && ws)) break;
+    CHECK(t->ops->nvlinearsum != N_VLinearSum_Serial);
+    CHECK(xs->ops->nvlinearsum == t->ops->nvlinearsum); /* clones inherit */
+    CHECK(xs->ops->nvlinearcombination != NULL && xs->ops->nvscaleaddmulti != NULL);
+    fill(x, xs, &seed), fill(y, ys, &seed), fill(z, zs, &seed);
+    for (int i = 0; i < n; i++) NV_Ith_S(ws, i) = 1.0 / (1.0 + fabs(NV_Ith_S(ys, i)));
+    int bad = 0;
+    for (int a = 0; a < NC; a++)
+      for (int b = 0; b < NC; b++) {
+        /* out of place, z = x and z = y */
+        N_VLinearSum_Serial(cs[a], x, cs[b], y, z);
+        N_VLinearSum(cs[a], xs, cs[b], ys, zs);
+        bad += !same_bits(z, zs);
+        N_Vector z2 = N_VClone(z), zs2 = N_VClone(zs);
+        if (!z2 || !zs2) {
+          bad++;
+        } else {
+          N_VScale_Serial(1.0, x, z2), N_VScale_Serial(1.0, xs, zs2);
+          N_VLinearSum_Serial(cs[a], z2, cs[b], y, z2);
+          N_VLinearSum(cs[a], zs2, cs[b], ys, zs2);
+          bad += !same_bits(z2, zs2);
+          N_VScale_Serial(1.0, y, z2), N_VScale_Serial(1.0, ys, zs2);
+          N_VLinearSum_Serial(cs[a], x, cs[b], z2, z2);
+          N_VLinearSum(cs[a], xs, cs[b], zs2, zs2);
+          bad += !same_bits(z2, zs2);
+        }
+        if (z2) N_VDestroy(z2);
+        if (zs2) N_VDestroy(zs2);
+      }
+    CHECK_MSG(bad == 0, "n = %d: %d linear sums differ from nvector_serial", n, bad);
+    for (int a = 0; a < NC; a++) {
+      N_VScale_Serial(cs[a], x, z), N_VScale(cs[a], xs, zs);
+      CHECK(same_bits(z, zs));
+      N_VAddConst_Serial(x, cs[a], z), N_VAddConst(xs, cs[a], zs);
+      CHECK(same_bits(z, zs));
+      N_VConst_Serial(cs[a], z), N_VConst(cs[a], zs);
+      CHECK(same_bits(z, zs));
+    }
+    N_VProd_Serial(x, y, z), N_VProd(xs, ys, zs);
+    CHECK(same_bits(z, zs));
+    N_VDiv_Serial(x, y, z), N_VDiv(xs, ys, zs);
+    CHECK(same_bits(z, zs));
+    N_VAbs_Serial(x, z), N_VAbs(xs, zs);
+    CHECK(same_bits(z, zs));
+    N_VInv_Serial(x, z), N_VInv(xs, zs);
+    CHECK(same_bits(z, zs));
+    CHECK(N_VDotProd_Serial(x, y) == N_VDotProd(xs, ys));
+    CHECK(N_VMaxNorm_Serial(x) == N_VMaxNorm(xs));
+    CHECK(N_VMin_Serial(x) == N_VMin(xs));
+    N_VScale_Serial(1.0, ws, z);
+    CHECK(N_VWrmsNorm_Serial(x, z) == N_VWrmsNorm(xs, ws));
+    N_VScale_Serial(1.0, y, t); /* the mask: entries of y > 0 */
+    CHECK(N_VWrmsNormMask_Serial(x, z, t) == N_VWrmsNormMask(xs, ws, ys));
+    /* fused operations against the serial fused ones */
+    N_Vector X[4] = {x, y, z, t}, Xs[4] = {xs, ys, zs, ws};
+    N_VScale_Serial(1.0, ws, t);
+    N_VScale_Serial(1.0, z, zs); /* the same four vectors on both sides */
+    double c4[4] = {1.0, -0.5, 2.0, 0.25};
+    N_Vector r = N_VClone(x), rs = N_VClone(xs);
+    if (r && rs) {
+      for (int nv = 1; nv <= 4; nv++) {
+        N_VLinearCombination_Serial(nv, c4, X, r);
+        N_VLinearCombination(nv, c4, Xs, rs);
+        CHECK_MSG(same_bits(r, rs), "linear combination of %d vectors", nv);
+      }
+      N_VScale_Serial(1.0, x, r), N_VScale_Serial(1.0, xs, rs); /* in place, c[0] != 1 */
+      X[0] = r, Xs[0] = rs, c4[0] = 0.7;
+      N_VLinearCombination_Serial(3, c4, X, r);
+      N_VLinearCombination(3, c4, Xs, rs);
+      CHECK(same_bits(r, rs));
+      X[0] = x, Xs[0] = xs;
+      N_VScaleAddMulti_Serial(3, c4, x, X + 1, X + 1);
+      N_VScaleAddMulti(3, c4, xs, Xs + 1, Xs + 1);
+      CHECK(same_bits(y, ys) && same_bits(z, zs) && same_bits(t, ws));
+      double c1[1] = {1.0};
+      N_VScaleAddMulti_Serial(1, c1, x, X + 1, &r);
+      N_VScaleAddMulti(1, c1, xs, Xs + 1, &rs);
+      CHECK(same_bits(r, rs));
+      N_VScaleVectorArray_Serial(3, c4, X, X);
+      N_VScaleVectorArray(3, c4, Xs, Xs);
+      CHECK(same_bits(x, xs) && same_bits(y, ys) && same_bits(z, zs));
+    }
+    if (r) N_VDestroy(r);
+    if (rs) N_VDestroy(rs);
+    N_VDestroy(x), N_VDestroy(y), N_VDestroy(z), N_VDestroy(t);
+    N_VDestroy(xs), N_VDestroy(ys), N_VDestroy(zs), N_VDestroy(ws);
+  }
+  dsk_nvec_tune(NULL); /* no-op */
+  SUNContext_Free(&ctx);
+}
+
+/* nvec_ops.c, matrices: zero, copy, c A + I and clone against sunmatrix_dense
+   and sunmatrix_sparse, bit for bit (a sparse matrix without a stored
+   diagonal entry takes SUNDIALS' own c A + I). */
+static int same_sparse(SUNMatrix a, SUNMatrix b) {
+  sunindextype nz = SM_INDEXPTRS_S(a)[SM_NP_S(a)];
+  return SM_INDEXPTRS_S(b)[SM_NP_S(b)] == nz &&
+         memcmp(SM_INDEXPTRS_S(a), SM_INDEXPTRS_S(b), (SM_NP_S(a) + 1) * sizeof(sunindextype)) == 0 &&
+         memcmp(SM_INDEXVALS_S(a), SM_INDEXVALS_S(b), nz * sizeof(sunindextype)) == 0 &&
+         memcmp(SM_DATA_S(a), SM_DATA_S(b), nz * sizeof(double)) == 0;
+}
+
+static void test_mat_ops(void) {
+  SUNContext ctx = NULL;
+  CHECK(SUNContext_Create(NULL, &ctx) == 0);
+  if (!ctx) return;
+  enum { N = 6 };
+  SUNMatrix d = SUNDenseMatrix(N, N, ctx), dt = SUNDenseMatrix(N, N, ctx);
+  CHECK(d && dt);
+  if (d && dt) {
+    dsk_mat_tune(dt);
+    SUNMatrix dc = SUNMatClone(dt), ds = SUNMatClone(d);
+    CHECK(dc && ds && dc->ops->scaleaddi == dt->ops->scaleaddi);
+    unsigned seed = 99u;
+    for (int j = 0; j < N; j++)
+      for (int i = 0; i < N; i++) {
+        seed = seed * 1103515245u + 12345u;
+        SM_ELEMENT_D(d, i, j) = SM_ELEMENT_D(dt, i, j) = (double)(seed >> 8) / 1677721.6 - 3.3;
+      }
+    SUNMatScaleAddI_Dense(-0.37, d), SUNMatScaleAddI(-0.37, dt);
+    CHECK(memcmp(SM_DATA_D(d), SM_DATA_D(dt), N * N * sizeof(double)) == 0);
+    if (dc && ds) {
+      SUNMatCopy_Dense(d, ds), SUNMatCopy(dt, dc);
+      CHECK(memcmp(SM_DATA_D(ds), SM_DATA_D(dc), N * N * sizeof(double)) == 0);
+      SUNMatZero(dc);
+      double zero[N * N] = {0};
+      CHECK(memcmp(SM_DATA_D(dc), zero, sizeof zero) == 0);
+    }
+    if (dc) SUNMatDestroy(dc);
+    if (ds) SUNMatDestroy(ds);
+  }
+  if (d) SUNMatDestroy(d);
+  if (dt) SUNMatDestroy(dt);
+  /* sparse: a tridiagonal pattern, then one without the (2, 2) entry */
+  for (int miss = 0; miss < 2; miss++) {
+    SUNMatrix a = SUNSparseMatrix(N, N, 3 * N, CSC_MAT, ctx);
+    SUNMatrix at = SUNSparseMatrix(N, N, 3 * N, CSC_MAT, ctx);
+    CHECK(a && at);
+    if (a && at) {
+      dsk_mat_tune(at);
+      SUNMatrix m2[2] = {a, at};
+      for (int q = 0; q < 2; q++) {
+        sunindextype nz = 0;
+        for (int j = 0; j < N; j++) {
+          SM_INDEXPTRS_S(m2[q])[j] = nz;
+          for (int i = j - 1; i <= j + 1; i++) {
+            if (i < 0 || i >= N || (miss && i == 2 && j == 2)) continue;
+            SM_INDEXVALS_S(m2[q])[nz] = i;
+            SM_DATA_S(m2[q])[nz++] = 0.5 + i - 0.25 * j;
+          }
+        }
+        SM_INDEXPTRS_S(m2[q])[N] = nz;
+      }
+      SUNMatrix b = SUNMatClone(a), bt = SUNMatClone(at);
+      CHECK(b && bt && bt->ops->copy == at->ops->copy);
+      if (b && bt) {
+        SUNMatCopy_Sparse(a, b), SUNMatCopy(at, bt);
+        CHECK(same_sparse(b, bt));
+        SUNMatScaleAddI_Sparse(2.5, b), SUNMatScaleAddI(2.5, bt);
+        CHECK_MSG(same_sparse(b, bt), "missing diagonal: %d", miss);
+        SUNMatZero_Sparse(b), SUNMatZero(bt);
+        CHECK(SM_INDEXPTRS_S(bt)[N] == 0 && same_sparse(b, bt));
+      }
+      if (b) SUNMatDestroy(b);
+      if (bt) SUNMatDestroy(bt);
+    }
+    if (a) SUNMatDestroy(a);
+    if (at) SUNMatDestroy(at);
+  }
+  dsk_mat_tune(NULL); /* no-op */
+  SUNContext_Free(&ctx);
 }
 
 static void test_heat_klu(const char *root) {
@@ -272,6 +486,8 @@ static void test_dae_and_events(const char *root) {
 void suite_linsol(void) {
   char root[] = "/tmp/dsk_test_linsol_XXXXXX";
   test_lapack();
+  test_nvec_ops();
+  test_mat_ops();
   test_tsit5_table();
   if (!mkdtemp(root)) {
     CHECK(!"mkdtemp failed");
