@@ -119,6 +119,7 @@ static int forward_events(dsk_solver *s, const double *p, const double *times, i
 static int backward_events(dsk_solver *s, const double *g, int jlast, double *grad,
                            dsk_status *st);
 static int back_to(dsk_solver *s, double target, dsk_status *st);
+static int transposed_pair(dsk_solver *s, SUNMatrix *A, SUNLinearSolver *LS, dsk_status *st);
 
 struct dsk_adjoint {
   int initialised;   /* CVodeAdjInit done */
@@ -249,6 +250,10 @@ static int adjoint_state(dsk_solver *s, dsk_status *st) {
     dsk_adjoint_free(s);
     return dsk_status_set(st, DSK_E_NOMEM, "out of memory for the adjoint");
   }
+  /* plain-loop vector operations (nvec_ops.c), before the integrators clone them */
+  dsk_nvec_tune(a->yB);
+  if (a->qB) dsk_nvec_tune(a->qB);
+  if (a->ypB) dsk_nvec_tune(a->ypB);
   return DSK_OK;
 }
 
@@ -532,24 +537,11 @@ static int start_backward(dsk_solver *s, double tB0, dsk_status *st) {
   if (s->linsol == DSK_LS_SPGMR) {
     a->AB = NULL;
     a->LSB = SUNLinSol_SPGMR(a->yB, SUN_PREC_NONE, 0, s->ctx);
-  } else if (s->linsol == DSK_LS_KLU) {
-    int rc = transpose_pattern(s, st);
-    if (rc != DSK_OK) return rc;
-    a->AB = SUNSparseMatrix(s->n, s->n, s->U.nnz, CSC_MAT, s->ctx);
-    if (a->AB) {
-      sunindextype *cp = SM_INDEXPTRS_S(a->AB), *ri = SM_INDEXVALS_S(a->AB);
-      for (int j = 0; j <= s->n; j++) cp[j] = (sunindextype)a->tcolptr[j];
-      for (int k = 0; k < s->U.nnz; k++) ri[k] = (sunindextype)a->trowidx[k];
-    }
-    a->LSB = a->AB ? SUNLinSol_KLU(a->yB, a->AB, s->ctx) : NULL;
+    if (!a->LSB) return dsk_status_set(st, DSK_E_NOMEM, "out of memory (adjoint)");
   } else {
-    a->AB = SUNDenseMatrix(s->n, s->n, s->ctx);
-    a->LSB = !a->AB ? NULL
-             : s->linsol == DSK_LS_LAPACK ? dsk_linsol_lapack(a->yB, a->AB, s->ctx)
-                                          : SUNLinSol_Dense(a->yB, a->AB, s->ctx);
+    int rc = transposed_pair(s, &a->AB, &a->LSB, st);
+    if (rc != DSK_OK) return rc;
   }
-  if ((!a->AB && s->linsol != DSK_LS_SPGMR) || !a->LSB)
-    return dsk_status_set(st, DSK_E_NOMEM, "out of memory (adjoint)");
   const char *call = "CVodeInitB";
   flag = CVodeInitB(s->mem, a->which, rhs_b, tB0, a->yB);
   if (flag == CV_SUCCESS) call = "CVodeSetUserDataB", flag = CVodeSetUserDataB(s->mem, a->which, s);
@@ -674,6 +666,9 @@ static int transposed_pair(dsk_solver *s, SUNMatrix *A, SUNLinearSolver *LS, dsk
       for (int k = 0; k < s->U.nnz; k++) ri[k] = (sunindextype)a->trowidx[k];
     }
     *LS = *A ? SUNLinSol_KLU(a->yB, *A, s->ctx) : NULL;
+    /* AMD, as the forward's (linsol.c) */
+    if (*LS && SUNLinSol_KLUSetOrdering(*LS, 0) != SUNLS_SUCCESS)
+      return dsk_status_set(st, DSK_E_SOLVER, "SUNLinSol_KLUSetOrdering failed (adjoint)");
   } else {
     *A = SUNDenseMatrix(s->n, s->n, s->ctx);
     *LS = !*A ? NULL
@@ -681,6 +676,7 @@ static int transposed_pair(dsk_solver *s, SUNMatrix *A, SUNLinearSolver *LS, dsk
                                        : SUNLinSol_Dense(a->yB, *A, s->ctx);
   }
   if (!*A || !*LS) return dsk_status_set(st, DSK_E_NOMEM, "out of memory (adjoint)");
+  dsk_mat_tune(*A); /* nvec_ops.c */
   return DSK_OK;
 }
 

@@ -148,6 +148,7 @@ static int ark_state(dsk_solver *s, dsk_status *st) {
   a->n = s->n;
   a->np = s->tab->nparams;
   a->Y = N_VNew_Serial((sunindextype)(a->n + a->np), s->ctx);
+  if (a->Y) dsk_nvec_tune(a->Y); /* nvec_ops.c, before ARKODE clones it */
   a->bws = calloc((size_t)s->tab->nws + 1, sizeof(double));
   a->gj = calloc((size_t)s->tab->nout + 1, sizeof(double));
   a->ubar = calloc((size_t)a->n + 1, sizeof(double));
@@ -565,6 +566,7 @@ static int start_b(dsk_solver *s, double tB0, dsk_status *st) {
     if (flag == ARK_SUCCESS && s->implicit) {
       sunindextype N = (sunindextype)(a->n + a->np);
       a->A = SUNDenseMatrix(N, N, s->ctx);
+      if (a->A) dsk_mat_tune(a->A);
       a->LS = a->A ? SUNLinSol_Dense(a->Y, a->A, s->ctx) : NULL;
       if (!a->A || !a->LS) return dsk_status_set(st, DSK_E_NOMEM, "out of memory (adjoint)");
       call = "ARKStepSetLinearSolver", flag = ARKStepSetLinearSolver(a->bmem, a->LS, a->A);

@@ -424,6 +424,9 @@ static int aug_pair(dsk_solver *s, dsk_forward *f, SUNMatrix *A, SUNLinearSolver
     if (!*A) return dsk_status_set(st, DSK_E_NOMEM, "SUNSparseMatrix failed");
     aug_assemble(s, f, *A, 0.0, 0.0); /* a valid pattern for KLU's analysis */
     *LS = SUNLinSol_KLU(f->Y, *A, s->ctx);
+    /* AMD, as the forward's (linsol.c) */
+    if (*LS && SUNLinSol_KLUSetOrdering(*LS, 0) != SUNLS_SUCCESS)
+      return dsk_status_set(st, DSK_E_SOLVER, "SUNLinSol_KLUSetOrdering failed");
   } else {
     *A = SUNDenseMatrix(N, N, s->ctx);
     if (!*A) return dsk_status_set(st, DSK_E_NOMEM, "SUNDenseMatrix failed");
@@ -431,6 +434,7 @@ static int aug_pair(dsk_solver *s, dsk_forward *f, SUNMatrix *A, SUNLinearSolver
                                  : SUNLinSol_Dense(f->Y, *A, s->ctx);
   }
   if (!*LS) return dsk_status_set(st, DSK_E_NOMEM, "the linear solver could not be created");
+  dsk_mat_tune(*A); /* nvec_ops.c */
   return DSK_OK;
 }
 
@@ -444,6 +448,7 @@ static int ark_aug_create(dsk_solver *s, dsk_forward *f, dsk_status *st) {
   f->Y = N_VNew_Serial((sunindextype)N, s->ctx);
   f->atolY = N_VNew_Serial((sunindextype)N, s->ctx);
   if (!f->Y || !f->atolY) return dsk_status_set(st, DSK_E_NOMEM, "N_VNew_Serial failed");
+  dsk_nvec_tune(f->Y); /* nvec_ops.c, before ARKODE clones it */
   N_VConst(0.0, f->Y);
   f->sparse = s->linsol == DSK_LS_KLU || N > DSK_FWD_DENSE_MAX;
   if (s->has_mass) {
