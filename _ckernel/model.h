@@ -28,6 +28,12 @@ struct dsk_model {
 /* jit.c: dsk_jit_load without attaching a Jacobian pattern. */
 int dsk_jit_open(const char *c_source, const dsk_jit_options *opt, dsk_model **out,
                  dsk_status *st);
+/* jit.c: the model of this DiffSL text from the source index, patterns
+   attached, without translating; *out NULL on a miss (DSK_OK). */
+int dsk_jit_index_open(const char *diffsl, const dsk_jit_options *opt, dsk_model **out,
+                       dsk_status *st);
+/* jit.c: record m (compiled from diffsl) in the source index; best effort. */
+void dsk_jit_index_store(const char *diffsl, const dsk_jit_options *opt, const dsk_model *m);
 
 /* jac.c: take ownership of the patterns (or build a dense jac when jac is
    NULL) and colour the columns; frees what it was given on failure. */

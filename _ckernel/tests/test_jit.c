@@ -312,6 +312,122 @@ static void test_threads(const char *root) {
   free(base);
 }
 
+/* The source index: a second dsk_model_compile of the same DiffSL text loads
+   from <key>.idx without translating (no new entry, same object, the
+   translator's patterns); a damaged or lying entry, or a deleted object, is a
+   miss that compiles (or loads by the C key) and rewrites the entry. */
+static int same_pattern(const dsk_sparsity *a, const dsk_sparsity *b) {
+  if (a->nrows != b->nrows || a->ncols != b->ncols || a->nnz != b->nnz) return 0;
+  if (!a->colptr || !b->colptr) return a->colptr == b->colptr;
+  return memcmp(a->colptr, b->colptr, ((size_t)a->ncols + 1) * sizeof(int)) == 0 &&
+         memcmp(a->rowidx, b->rowidx, (size_t)a->nnz * sizeof(int)) == 0;
+}
+
+static int find_index(const char *dir, char *path, size_t cap) {
+  DIR *d = opendir(dir);
+  int found = 0;
+  struct dirent *e;
+  while (d && (e = readdir(d)) != NULL) {
+    size_t len = strlen(e->d_name);
+    if (len > 4 && strcmp(e->d_name + len - 4, ".idx") == 0) {
+      snprintf(path, cap, "%s/%s", dir, e->d_name);
+      found++;
+    }
+  }
+  if (d) closedir(d);
+  return found;
+}
+
+static void test_source_index(const char *root) {
+  /* a DAE with a sparse Jacobian and a mass matrix: both patterns go through the index */
+  static const char src[] = "in_i { k = 0.5 }\nu_i { x = 1, y = 0, z = 0 }\n"
+                            "dudt_i { dx = 0, dy = 0, dz = 0 }\nM_i { dx, dy, 0 }\n"
+                            "F_i { -k * x, k * x - y, z - x - y }\n";
+  char dir[4096], idx[4200];
+  snprintf(dir, sizeof dir, "%s/index", root);
+  dsk_jit_options opt = {dir, NULL};
+  dsk_status st;
+  dsk_translation tr;
+  dsk_model *m = NULL, *m2 = NULL;
+  CHECK_MSG(dsk_translate_ex(src, &tr, &st) == DSK_OK, "%s", st.msg);
+  long c0 = dsk_jit_compile_count();
+  CHECK_MSG(dsk_model_compile(src, &opt, &m, &st) == DSK_OK, "%s", st.msg);
+  CHECK(dsk_jit_compile_count() == c0 + 1);
+  CHECK(find_index(dir, idx, sizeof idx) == 1);
+  struct stat sb;
+  CHECK(stat(idx, &sb) == 0 && (sb.st_mode & 022) == 0);
+  CHECK_MSG(dsk_model_compile(src, &opt, &m2, &st) == DSK_OK, "%s", st.msg);
+  CHECK(dsk_jit_compile_count() == c0 + 1);
+  if (m && m2) {
+    CHECK(dsk_model_table(m) == dsk_model_table(m2));
+    CHECK(same_pattern(dsk_model_jac_pattern(m2), &tr.jac));
+    CHECK(same_pattern(dsk_model_mass_pattern(m2), &tr.mass));
+    CHECK(dsk_model_jac_pattern(m2)->nnz < 9); /* sparse, not the dense fallback */
+  }
+  dsk_model_free(m2), m2 = NULL;
+  /* the entry is what a hit reads: give it a (valid) dense Jacobian pattern and the
+     loaded model has that one, not the translator's */
+  {
+    FILE *f = fopen(idx, "rb");
+    char buf[4096];
+    size_t len = f ? fread(buf, 1, sizeof buf, f) : 0;
+    if (f) fclose(f);
+    size_t head = strlen("dsk-index 1\n") + 36, jac_end = head + 3 * sizeof(int) +
+                  4 * sizeof(int) + (size_t)tr.jac.nnz * sizeof(int);
+    CHECK(len > jac_end && len < sizeof buf);
+    int dense[3 + 4 + 9] = {3, 3, 9, 0, 3, 6, 9, 0, 1, 2, 0, 1, 2, 0, 1, 2};
+    f = len > jac_end ? fopen(idx, "wb") : NULL;
+    if (f) {
+      CHECK(fwrite(buf, 1, head, f) == head && fwrite(dense, sizeof dense, 1, f) == 1 &&
+            fwrite(buf + jac_end, 1, len - jac_end, f) == len - jac_end);
+      fclose(f);
+      CHECK_MSG(dsk_model_compile(src, &opt, &m2, &st) == DSK_OK, "%s", st.msg);
+      CHECK(m2 && dsk_model_jac_pattern(m2)->nnz == 9);
+      dsk_model_free(m2), m2 = NULL;
+    }
+  }
+  /* damaged entries: truncated, a row index out of range, garbage; each a miss that
+     loads by the C key and rewrites the entry */
+  for (int damage = 0; damage < 3; damage++) {
+    FILE *f = fopen(idx, "r+b");
+    CHECK(f != NULL);
+    if (!f) break;
+    if (damage == 0) {
+      CHECK(ftruncate(fileno(f), 20) == 0);
+    } else if (damage == 1) {
+      int bad = 7; /* the first row index of the Jacobian: after magic, name, head, colptr */
+      fseek(f, (long)(strlen("dsk-index 1\n") + 36 + 3 * sizeof(int) + 4 * sizeof(int)), SEEK_SET);
+      CHECK(fwrite(&bad, sizeof bad, 1, f) == 1);
+    } else {
+      fseek(f, 0, SEEK_SET);
+      CHECK(fputs("not an index at all\n", f) >= 0);
+    }
+    fclose(f);
+    CHECK_MSG(dsk_model_compile(src, &opt, &m2, &st) == DSK_OK, "damage %d: %s", damage, st.msg);
+    CHECK(m2 && same_pattern(dsk_model_jac_pattern(m2), &tr.jac));
+    CHECK(m2 && same_pattern(dsk_model_mass_pattern(m2), &tr.mass));
+    CHECK(dsk_jit_compile_count() == c0 + 1);
+    dsk_model_free(m2), m2 = NULL;
+  }
+  /* an entry writable by others is not trusted (a miss) */
+  CHECK(chmod(idx, 0622) == 0);
+  CHECK_MSG(dsk_model_compile(src, &opt, &m2, &st) == DSK_OK, "%s", st.msg);
+  dsk_model_free(m2), m2 = NULL;
+  /* the object deleted: the entry is a miss, the model is compiled again */
+  if (m) {
+    char so[4096];
+    snprintf(so, sizeof so, "%s", dsk_model_path(m));
+    dsk_model_free(m), m = NULL;
+    CHECK(unlink(so) == 0);
+    CHECK_MSG(dsk_model_compile(src, &opt, &m2, &st) == DSK_OK, "%s", st.msg);
+    CHECK(dsk_jit_compile_count() == c0 + 2);
+    CHECK(m2 && same_pattern(dsk_model_jac_pattern(m2), &tr.jac));
+    dsk_model_free(m2);
+  }
+  dsk_model_free(m);
+  dsk_translation_free(&tr);
+}
+
 void suite_jit(void) {
   char root[] = "/tmp/dsk_test_jit_XXXXXX";
   if (!mkdtemp(root)) {
@@ -323,6 +439,7 @@ void suite_jit(void) {
   test_compile_error(root);
   test_wrong_abi(root);
   test_threads(root);
+  test_source_index(root);
   test_cache_dirs(root);
   rm_rf(root);
 }
