@@ -184,9 +184,12 @@ typedef enum dsk_linsol {
   DSK_LS_KLU = 2,     /* SUNSparseMatrix (CSC) + SUNLinSol_KLU */
   DSK_LS_LAPACK = 3,  /* SUNDenseMatrix + OpenBLAS dgetrf/dgetrs */
   DSK_LS_SUNDENSE = 4, /* SUNDenseMatrix + SUNLinSol_Dense */
-  DSK_LS_SPGMR = 5     /* matrix-free Newton-Krylov: SUNLinSol_SPGMR (no preconditioner)
+  DSK_LS_SPGMR = 5,    /* matrix-free Newton-Krylov: SUNLinSol_SPGMR (no preconditioner)
                           with Jacobian-vector products from the model's tangent code;
                           models without M.  The default of callback models without jac. */
+  DSK_LS_FIXEDPOINT = 6 /* no linear solver: fixed-point (functional) iteration,
+                          SUNNonlinSol_FixedPoint; method adams on ODEs without M (the
+                          non-stiff case: no Jacobian at all, as LSODA's Adams mode) */
 } dsk_linsol;
 
 /* Thresholds of DSK_LS_AUTO / DSK_LS_DENSE (docs/solvers.md,

@@ -282,6 +282,10 @@ SUNLinearSolver dsk_linsol_lapack(N_Vector y, SUNMatrix A, SUNContext ctx) {
 
 static int make_pair(dsk_solver *s, SUNMatrix *A, SUNLinearSolver *LS, dsk_status *st) {
   sunindextype n = (sunindextype)s->n;
+  if (s->linsol == DSK_LS_FIXEDPOINT) { /* no linear system (solve_cvodes.c) */
+    *A = NULL, *LS = NULL;
+    return DSK_OK;
+  }
   if (s->linsol == DSK_LS_SPGMR) {
     *A = NULL;
     *LS = SUNLinSol_SPGMR(s->y, SUN_PREC_NONE, 0, s->ctx);

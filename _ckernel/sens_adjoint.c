@@ -51,6 +51,7 @@
 #include <string.h>
 
 #include <cvodes/cvodes.h>
+#include <sunnonlinsol/sunnonlinsol_fixedpoint.h>
 #include <sunlinsol/sunlinsol_spgmr.h>
 #include <idas/idas.h>
 #include <sunlinsol/sunlinsol_dense.h>
@@ -132,6 +133,7 @@ struct dsk_adjoint {
   N_Vector yB, qB;   /* lambda and the quadrature */
   SUNMatrix AB;
   SUNLinearSolver LSB;
+  SUNNonlinearSolver NLSB; /* linear_solver fixedpoint: lambda's fixed-point iteration */
   double *bws;       /* adjoint workspace (nws) */
   double *gj;        /* nout: one column of g */
   double *ubar;      /* nstates */
@@ -172,6 +174,7 @@ void dsk_adjoint_free(dsk_solver *s) {
   dsk_adjoint_arkode_free(s);
   if (!a) return;
   if (a->LSB) SUNLinSolFree(a->LSB);
+  if (a->NLSB) SUNNonlinSolFree(a->NLSB);
   if (a->AB) SUNMatDestroy(a->AB);
   if (a->yB) N_VDestroy(a->yB);
   if (a->qB) N_VDestroy(a->qB);
@@ -534,7 +537,11 @@ static int start_backward(dsk_solver *s, double tB0, dsk_status *st) {
   flag = CVodeCreateB(s->mem, s->opt.method == DSK_ADAMS ? CV_ADAMS : CV_BDF, &a->which);
   if (flag < 0) return cv_fail(s, flag, "CVodeCreateB", st);
   /* the linear solver of the forward problem, on the transposed pattern */
-  if (s->linsol == DSK_LS_SPGMR) {
+  if (s->linsol == DSK_LS_FIXEDPOINT) { /* non-stiff: lambda by fixed-point iteration too */
+    a->AB = NULL, a->LSB = NULL;
+    a->NLSB = SUNNonlinSol_FixedPoint(a->yB, 0, s->ctx);
+    if (!a->NLSB) return dsk_status_set(st, DSK_E_NOMEM, "out of memory (adjoint)");
+  } else if (s->linsol == DSK_LS_SPGMR) {
     a->AB = NULL;
     a->LSB = SUNLinSol_SPGMR(a->yB, SUN_PREC_NONE, 0, s->ctx);
     if (!a->LSB) return dsk_status_set(st, DSK_E_NOMEM, "out of memory (adjoint)");
@@ -550,11 +557,13 @@ static int start_backward(dsk_solver *s, double tB0, dsk_status *st) {
     flag = CVodeSStolerancesB(s->mem, a->which, DSK_ADJ_RTOL(s), DSK_ADJ_ATOL(s));
   if (flag == CV_SUCCESS)
     call = "CVodeSetMaxNumStepsB", flag = CVodeSetMaxNumStepsB(s->mem, a->which, s->opt.max_steps);
-  if (flag == CV_SUCCESS)
+  if (flag == CV_SUCCESS && a->NLSB)
+    call = "CVodeSetNonlinearSolverB", flag = CVodeSetNonlinearSolverB(s->mem, a->which, a->NLSB);
+  else if (flag == CV_SUCCESS)
     call = "CVodeSetLinearSolverB", flag = CVodeSetLinearSolverB(s->mem, a->which, a->LSB, a->AB);
   if (flag == CV_SUCCESS && s->linsol == DSK_LS_SPGMR)
     call = "CVodeSetJacTimesB", flag = CVodeSetJacTimesB(s->mem, a->which, NULL, jtimes_b);
-  else if (flag == CV_SUCCESS)
+  else if (flag == CV_SUCCESS && !a->NLSB)
     call = "CVodeSetJacFnB", flag = CVodeSetJacFnB(s->mem, a->which, jac_b);
   if (flag == CV_SUCCESS && np > 0) {
     call = "CVodeQuadInitB", flag = CVodeQuadInitB(s->mem, a->which, quad_b, a->qB);

@@ -62,6 +62,7 @@
 
 #include <arkode/arkode_arkstep.h>
 #include <cvodes/cvodes.h>
+#include <sunnonlinsol/sunnonlinsol_fixedpoint.h>
 #include <idas/idas.h>
 #include <sunlinsol/sunlinsol_dense.h>
 #include <sunlinsol/sunlinsol_klu.h>
@@ -195,6 +196,12 @@ static int cv_sens_restart(dsk_solver *s, dsk_forward *f, dsk_status *st) {
   if (!f->sens_init) {
     flag = CVodeSensInit1(s->mem, f->np, CV_STAGGERED, cv_sens_rhs, f->S);
     if (flag == CV_SUCCESS) f->sens_init = 1;
+    if (flag == CV_SUCCESS && s->linsol == DSK_LS_FIXEDPOINT) {
+      /* no linear solver to lean on: the sensitivities iterate to a fixed point too */
+      if (!s->NLSS) s->NLSS = SUNNonlinSol_FixedPointSens(f->np, s->y, 0, s->ctx);
+      call = "CVodeSetNonlinearSolverSensStg";
+      flag = s->NLSS ? CVodeSetNonlinearSolverSensStg(s->mem, s->NLSS) : CV_MEM_FAIL;
+    }
   } else {
     call = "CVodeSensReInit";
     flag = CVodeSensReInit(s->mem, CV_STAGGERED, f->S);

@@ -71,7 +71,7 @@ void dsk_solver_options_default(dsk_solver_options *o) {
 static int check_options(const dsk_solver_options *o, int n, dsk_status *st) {
   if (o->method < 0 || o->method >= DSK_NMETHODS)
     return dsk_status_set(st, DSK_E_ARG, "unknown solver method %d", o->method);
-  if (o->linear_solver < DSK_LS_AUTO || o->linear_solver > DSK_LS_SPGMR)
+  if (o->linear_solver < DSK_LS_AUTO || o->linear_solver > DSK_LS_FIXEDPOINT)
     return dsk_status_set(st, DSK_E_ARG, "unknown linear solver %d", o->linear_solver);
   if (!(isfinite(o->adjoint_rtol) && o->adjoint_rtol >= 0 && isfinite(o->adjoint_atol) &&
         o->adjoint_atol >= 0))
@@ -120,6 +120,7 @@ const char *dsk_solver_linsol_name(const dsk_solver *s) {
   case DSK_LS_LAPACK: return "lapack";
   case DSK_LS_KLU: return "klu";
   case DSK_LS_SPGMR: return "spgmr";
+  case DSK_LS_FIXEDPOINT: return "fixedpoint";
   default: return "none";
   }
 }
@@ -149,6 +150,15 @@ static int choose_linsol(dsk_solver *s, dsk_status *st) {
   int n = s->n, want = s->opt.linear_solver;
   double density = (double)s->U.nnz / ((double)n * (double)n);
   int cb_no_jac = dsk_model_callbacks(s->model) && !dsk_model_cb_has_jac(s->model);
+  if (want == DSK_LS_FIXEDPOINT) {
+    if (s->opt.method != DSK_ADAMS || s->has_mass)
+      return dsk_status_set(st, DSK_E_ARG,
+                            "linear_solver='fixedpoint' (functional iteration, no Jacobian) is "
+                            "for method='adams' on ODEs without M; method '%s'%s",
+                            method_names[s->opt.method], s->has_mass ? " with M" : "");
+    s->linsol = want;
+    return DSK_OK;
+  }
   if (want == DSK_LS_AUTO && cb_no_jac) want = DSK_LS_SPGMR;
   if (cb_no_jac && want != DSK_LS_SPGMR)
     return dsk_status_set(st, DSK_E_ARG, "a callback model without jac takes the matrix-free "

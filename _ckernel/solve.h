@@ -16,6 +16,7 @@
 #include <sundials/sundials_context.h>
 #include <sundials/sundials_linearsolver.h>
 #include <sundials/sundials_matrix.h>
+#include <sundials/sundials_nonlinearsolver.h>
 
 #include "dsk.h"
 #include "model.h"
@@ -89,6 +90,8 @@ struct dsk_solver {
   N_Vector id;    /* IDAS: 1 differential, 0 algebraic */
   SUNMatrix A, Mmat;          /* Newton matrix (or J) and mass matrix (ARKODE) */
   SUNLinearSolver LS, MLS;    /* their linear solvers */
+  SUNNonlinearSolver NLS;     /* DSK_LS_FIXEDPOINT: the fixed-point iteration (CVODES) */
+  SUNNonlinearSolver NLSS;    /* and its staggered one for the forward sensitivities */
   void *mem;                  /* CVODES / IDAS / ARKStep memory */
 
   /* Newton-matrix pattern: the union of the Jacobian, mass and diagonal

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include <cvodes/cvodes.h>
+#include <sunnonlinsol/sunnonlinsol_fixedpoint.h>
 
 #include "solve.h"
 
@@ -46,11 +47,17 @@ static int cv_create(dsk_solver *s, dsk_status *st) {
   int flag = CVodeSetErrHandlerFn(s->mem, dsk_solver_err_handler, s);
   if (flag == CV_SUCCESS) call = "CVodeSetUserData", flag = CVodeSetUserData(s->mem, s);
   if (flag == CV_SUCCESS) call = "CVodeInit", flag = CVodeInit(s->mem, cv_rhs, s->opt.t0, s->y);
-  if (flag == CV_SUCCESS)
+  if (flag == CV_SUCCESS && s->linsol == DSK_LS_FIXEDPOINT) {
+    /* functional iteration: no Jacobian, no linear solve (non-stiff Adams) */
+    s->NLS = SUNNonlinSol_FixedPoint(s->y, 0, s->ctx);
+    if (!s->NLS) return dsk_status_set(st, DSK_E_NOMEM, "SUNNonlinSol_FixedPoint failed");
+    call = "CVodeSetNonlinearSolver", flag = CVodeSetNonlinearSolver(s->mem, s->NLS);
+  } else if (flag == CV_SUCCESS) {
     call = "CVodeSetLinearSolver", flag = CVodeSetLinearSolver(s->mem, s->LS, s->A);
+  }
   if (flag == CV_SUCCESS && s->linsol == DSK_LS_SPGMR)
     call = "CVodeSetJacTimes", flag = CVodeSetJacTimes(s->mem, NULL, dsk_lin_jtimes);
-  else if (flag == CV_SUCCESS)
+  else if (flag == CV_SUCCESS && s->linsol != DSK_LS_FIXEDPOINT)
     call = "CVodeSetJacFn", flag = CVodeSetJacFn(s->mem, cv_jac);
   /* The Jacobian-reuse frequencies stay at SUNDIALS' defaults.  Measured
      (docs/performance_comparison.md): a fresh Jacobian at every linear setup
@@ -126,7 +133,12 @@ static void cv_stats(dsk_solver *s, dsk_stats *o) {
 
 static char *cv_flag_name(int flag) { return CVodeGetReturnFlagName(flag); }
 
-static void cv_free(dsk_solver *s) { CVodeFree(&s->mem); }
+static void cv_free(dsk_solver *s) {
+  CVodeFree(&s->mem);
+  if (s->NLS) SUNNonlinSolFree(s->NLS); /* after the integrator that uses them */
+  if (s->NLSS) SUNNonlinSolFree(s->NLSS);
+  s->NLS = s->NLSS = NULL;
+}
 
 const dsk_backend dsk_backend_cvodes = {
     "CVODES",         cv_create,    cv_reinit,      cv_set_stop_time, cv_set_max_steps,

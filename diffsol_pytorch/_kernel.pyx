@@ -113,6 +113,7 @@ cdef extern from "dsk.h" nogil:
         DSK_LS_LAPACK
         DSK_LS_SUNDENSE
         DSK_LS_SPGMR
+        DSK_LS_FIXEDPOINT
 
     int DSK_LS_LAPACK_MIN
     int DSK_LS_KLU_MIN
@@ -204,6 +205,7 @@ LINEAR_SOLVERS = {
     "lapack": DSK_LS_LAPACK,
     "sundials_dense": DSK_LS_SUNDENSE,
     "spgmr": DSK_LS_SPGMR,
+    "fixedpoint": DSK_LS_FIXEDPOINT,
 }
 
 #: thresholds of linear_solver="auto" (see docs/solvers.md)

@@ -28,7 +28,7 @@ ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[float]]
 METHODS = ("bdf", "adams", "tsit45", "dopri5", "tr_bdf2", "esdirk34")
 #: accepted values of ``linear_solver``: "auto", "dense" and "klu" are the
 #: documented ones; "lapack" and "sundials_dense" force one dense LU (benchmarks)
-LINEAR_SOLVERS = ("auto", "dense", "klu", "lapack", "sundials_dense", "spgmr")
+LINEAR_SOLVERS = ("auto", "dense", "klu", "lapack", "sundials_dense", "spgmr", "fixedpoint")
 
 _REJECTED_TORCH_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -147,7 +147,10 @@ class DiffsolModule:
     linear_solver : str, optional
         ``"auto"`` (dense LU for small or dense Jacobians, KLU for large sparse
         ones), ``"dense"`` or ``"klu"``; ``"lapack"`` and ``"sundials_dense"``
-        force one dense LU. The default is ``"auto"``.
+        force one dense LU; ``"spgmr"`` is matrix-free GMRES; ``"fixedpoint"``
+        (with ``method="adams"`` only) solves no linear system at all: the
+        corrector is a fixed-point iteration, for non-stiff problems, as LSODA's
+        Adams mode. The default is ``"auto"``.
     threads : int or None, optional
         Threads for a batch of parameter sets (``params`` of shape ``(B, nparams)``
         with ``B >= 2``): the rows are solved by the kernel on this many threads

@@ -80,3 +80,18 @@ def threshold_sensitivities(ts: np.ndarray, I: float = 2.0, tau: float = 1.5,
     E = np.exp(-r / tau)
     return np.stack([(q == 0) * (1 - E) - I * E * -((-nsp * dT[q]) * tau - r * (q == 1)) / tau**2
                      for q in range(3)])
+
+
+def dosing_closed_form_grad(ts, g, cl=2.0, vol=10.0):
+    """d sum(g * q/vol) / d (cl, vol) for the dosing model (doses of 50 at t = 0, 4, 8, 12),
+    from its closed form."""
+    k = cl / vol
+    q = np.zeros_like(ts)
+    dq = np.zeros_like(ts)  # dq/dk
+    for d in (0.0, 4.0, 8.0, 12.0):
+        on = ts >= d
+        q += on * 50 * np.exp(-k * (ts - d))
+        dq += on * -50 * (ts - d) * np.exp(-k * (ts - d))
+    dcl = dq / vol / vol
+    dvol = dq * (-cl / vol**2) / vol - q / vol**2
+    return np.array([(g * dcl).sum(), (g * dvol).sum()])

@@ -9,7 +9,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 import diffsol_pytorch as dsp
-from conftest import THRESHOLD_MODEL, threshold_sensitivities, central_fd, model_source
+from conftest import THRESHOLD_MODEL, threshold_sensitivities, central_fd, dosing_closed_form_grad, model_source
 
 pytestmark = pytest.mark.gradient
 
@@ -193,19 +193,6 @@ def test_methods_not_covered_yet_say_so():
 # CVODES (sens_adjoint.c) and the ARKODE methods that locate events (sens_adjoint_arkode.c;
 # tr_bdf2 refuses events at creation: its dense output is too coarse)
 EVENT_METHODS = ["bdf", "adams", "tsit45", "dopri5", "esdirk34"]
-
-
-def dosing_closed_form_grad(ts, g, cl=2.0, vol=10.0):
-    k = cl / vol
-    q = np.zeros_like(ts)
-    dq = np.zeros_like(ts)  # dq/dk
-    for d in (0.0, 4.0, 8.0, 12.0):
-        on = ts >= d
-        q += on * 50 * np.exp(-k * (ts - d))
-        dq += on * -50 * (ts - d) * np.exp(-k * (ts - d))
-    dcl = dq / vol / vol
-    dvol = dq * (-cl / vol**2) / vol - q / vol**2
-    return np.array([(g * dcl).sum(), (g * dvol).sum()])
 
 
 @pytest.mark.parametrize("method", EVENT_METHODS)

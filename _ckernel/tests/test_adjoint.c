@@ -735,6 +735,50 @@ static void test_many_params_closed_form(void) {
   dsk_model_free(m);
 }
 
+/* adams with fixed-point iteration (DSK_LS_FIXEDPOINT): the closed form, no Jacobian
+   nor linear setup, the forward sensitivities and the adjoint; bdf refuses it. */
+static void test_fixedpoint(void) {
+  dsk_model *m = compile("in_i { k = 0.7, a0 = 2.5 }\nu { a0 }\nF { -k * u }\n");
+  if (!m) return;
+  dsk_solver_options o;
+  dsk_solver_options_default(&o);
+  o.rtol = 1e-10, o.atol = 1e-12;
+  o.method = DSK_ADAMS, o.linear_solver = DSK_LS_FIXEDPOINT;
+  dsk_solver *s = NULL;
+  dsk_status st;
+  CHECK_MSG(dsk_solver_create(m, &o, &s, &st) == DSK_OK, "%s", st.msg);
+  if (!s) {
+    dsk_model_free(m);
+    return;
+  }
+  CHECK(strcmp(dsk_solver_linsol_name(s), "fixedpoint") == 0);
+  const double p[2] = {0.7, 2.5}, times[4] = {0.0, 0.5, 2.0, 5.0}, g[4] = {1.0, -0.5, 2.0, 0.3};
+  double y[4], grad[2], sens[2 * 4], wk = 0.0, wa = 0.0;
+  CHECK_MSG(dsk_solver_solve_dense(s, p, times, 4, y, &st) == DSK_OK, "%s", st.msg);
+  for (int j = 0; j < 4; j++) CHECK_CLOSE(y[j], p[1] * exp(-p[0] * times[j]), 1e-7);
+  dsk_stats stats;
+  dsk_solver_stats(s, &stats);
+  CHECK(stats.steps > 0 && stats.jac_evals == 0 && stats.lin_setups == 0);
+  for (int j = 0; j < 4; j++) {
+    double e = exp(-p[0] * times[j]);
+    wk += g[j] * (-times[j] * p[1] * e), wa += g[j] * e;
+  }
+  CHECK_MSG(dsk_solver_reverse(s, p, times, 4, g, grad, &st) == DSK_OK, "%s", st.msg);
+  CHECK_CLOSE(grad[0], wk, 1e-7);
+  CHECK_CLOSE(grad[1], wa, 1e-7);
+  CHECK_MSG(dsk_solver_forward(s, p, times, 4, y, sens, &st) == DSK_OK, "%s", st.msg);
+  for (int j = 0; j < 4; j++) {
+    CHECK_CLOSE(sens[0 * 4 + j], -times[j] * p[1] * exp(-p[0] * times[j]), 1e-6);
+    CHECK_CLOSE(sens[1 * 4 + j], exp(-p[0] * times[j]), 1e-6);
+  }
+  dsk_solver_free(s);
+  s = NULL;
+  o.method = DSK_BDF;
+  CHECK(dsk_solver_create(m, &o, &s, &st) == DSK_E_ARG && s == NULL);
+  CHECK_CONTAINS(st.msg, "fixedpoint");
+  dsk_model_free(m);
+}
+
 void suite_adjoint(void) {
   char cmd[128];
   strcpy(cache_dir, "/tmp/dsk_adjoint_XXXXXX");
@@ -744,6 +788,7 @@ void suite_adjoint(void) {
   }
   test_decay_closed_form();
   test_many_params_closed_form();
+  test_fixedpoint();
   test_robertson_fd();
   test_linear_solvers();
   test_refusals();
