@@ -274,6 +274,21 @@ int main(int argc, char **argv) {
           dsk_solver_free(s);
         }
       }
+      if (!tab->has_mass && (strcmp(examples[e].file, "lotka_volterra.ds") == 0 ||
+                             strcmp(examples[e].file, "dosing.ds") == 0)) {
+        /* adams with fixed-point iteration (no linear solver) in every mode */
+        dsk_solver_options o;
+        dsk_solver_options_default(&o);
+        o.method = DSK_ADAMS, o.linear_solver = DSK_LS_FIXEDPOINT;
+        o.rtol = 1e-6, o.atol = 1e-8;
+        s = NULL;
+        CHECK_MSG(dsk_solver_create(m, &o, &s, &st) == DSK_OK, "%s: %s", examples[e].file,
+                  st.msg);
+        if (s) {
+          exercise(s, tab, examples[e].t_end, 1, examples[e].file);
+          dsk_solver_free(s);
+        }
+      }
       if (tab->has_mass) {
         /* a singular M with an ARKODE method and adams: refused at creation */
         CHECK(make_solver(m, DSK_TSIT45, 0, &st) == NULL && st.code == DSK_E_ARG);
