@@ -252,6 +252,19 @@ static void describe_wstatus(int ws, char *buf, size_t n) {
     snprintf(buf, n, "wait status %d", ws);
 }
 
+
+/* The compiler command, its --version output, the flags and the generated-code
+   ABI: the part of every cache key that names the toolchain. */
+static void hash_toolchain(hash128 *h, const cc_cmd *cc, const char *version) {
+  char abi[32];
+  snprintf(abi, sizeof abi, "abi %d", DSK_GEN_ABI_VERSION);
+  hash_field(h, cc->text);
+  hash_field(h, version);
+  for (size_t i = 0; i < N_HEAD; i++) hash_field(h, cc_flags_head[i]);
+  for (size_t i = 0; i < N_TAIL; i++) hash_field(h, cc_flags_tail[i]);
+  hash_field(h, abi);
+}
+
 /* Returns (in *version) the `--version` output of the compiler command,
    running it once per process per command string.  The returned text lives
    until process exit. */
@@ -542,14 +555,8 @@ int dsk_jit_open(const char *c_source, const dsk_jit_options *opt, dsk_model **o
 
   hash128 h = {UINT64_C(14695981039346656037), UINT64_C(14695981039346656037) ^
                                                    UINT64_C(0x9e3779b97f4a7c15)};
-  char abi[32];
-  snprintf(abi, sizeof abi, "abi %d", DSK_GEN_ABI_VERSION);
   hash_field(&h, c_source);
-  hash_field(&h, cc.text);
-  hash_field(&h, version);
-  for (size_t i = 0; i < N_HEAD; i++) hash_field(&h, cc_flags_head[i]);
-  for (size_t i = 0; i < N_TAIL; i++) hash_field(&h, cc_flags_tail[i]);
-  hash_field(&h, abi);
+  hash_toolchain(&h, &cc, version);
   char key[33];
   snprintf(key, sizeof key, "%016llx%016llx", (unsigned long long)h.a, (unsigned long long)h.b);
 
@@ -654,16 +661,10 @@ static int index_path(const char *diffsl, const dsk_jit_options *opt, char *path
   const char *version = NULL;
   int rc = cc_version(&cc, &version, st);
   hash128 h = {UINT64_C(0x84222325cbf29ce4), UINT64_C(0x9e3779b97f4a7c15)};
-  char abi[32];
-  snprintf(abi, sizeof abi, "abi %d", DSK_GEN_ABI_VERSION);
   if (rc == DSK_OK) {
     hash_field(&h, "diffsl");
     hash_field(&h, diffsl);
-    hash_field(&h, cc.text);
-    hash_field(&h, version);
-    for (size_t i = 0; i < N_HEAD; i++) hash_field(&h, cc_flags_head[i]);
-    for (size_t i = 0; i < N_TAIL; i++) hash_field(&h, cc_flags_tail[i]);
-    hash_field(&h, abi);
+    hash_toolchain(&h, &cc, version);
     hash_field(&h, build_id);
   }
   cc_cmd_free(&cc);

@@ -45,7 +45,6 @@
  * du0/dp (IDACalcIC recomputes the algebraic part, which M does not see):
  * the term is (M^T lambda(t0))^T du0/dp.
  */
-#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1333,9 +1332,7 @@ static int forward_events(dsk_solver *s, const double *p, const double *times, i
     if (rc != DSK_OK) break;
     s->t_cur = tret;
     if (flag == DSK_STEP_ROOT) {
-      double h = 0.0;
-      if (s->be->last_step(s, &h) != 0) h = 0.0;
-      tol = 1000.0 * DBL_EPSILON * (fabs(tret) + fabs(h) + 1e-300);
+      tol = dsk_solver_event_tol(s, tret);
       flag = s->be->root_info(s, s->rootsfound);
       if (flag < 0) {
         rc = dsk_solver_fail(s, flag, st);
@@ -1354,13 +1351,7 @@ static int forward_events(dsk_solver *s, const double *p, const double *times, i
         break;
       }
       double *u = NV_DATA_S(s->y), *tmp = ev->w;
-      {
-        /* the statistics of the segment, as solve.c's apply_resets */
-        dsk_stats cur;
-        memset(&cur, 0, sizeof cur);
-        s->be->stats(s, &cur);
-        dsk_stats_add(&s->acc, &cur);
-      }
+      dsk_solver_bank_stats(s); /* the segment's, as solve.c's apply_resets */
       int fired = 0;
       for (int k = 0; k < s->nstop && rc == DSK_OK; k++) {
         if (!s->rootsfound[k]) continue;

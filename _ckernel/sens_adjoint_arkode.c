@@ -50,9 +50,7 @@
  * A stop without reset ends the forward pass; outputs after it are NaN and
  * must have a zero g.
  */
-#include <float.h>
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -282,10 +280,7 @@ static int forward_event(dsk_solver *s, double tr, double tol, double tend, doub
   const dsk_gen_table *tab = s->tab;
   double *u = NV_DATA_S(s->y);
   int fired = 0, rc = DSK_OK, e0 = a->nev;
-  dsk_stats cur;
-  memset(&cur, 0, sizeof cur);
-  s->be->stats(s, &cur);
-  dsk_stats_add(&s->acc, &cur);
+  dsk_solver_bank_stats(s);
   for (int k = 0; k < s->nstop && rc == DSK_OK; k++) {
     if (!s->rootsfound[k]) continue;
     fired++;
@@ -360,20 +355,13 @@ int dsk_arkode_forward_checkpointed(dsk_solver *s, const double *p, const double
       j++;
       continue;
     }
-    if (steps >= s->opt.max_steps) {
-      snprintf(s->sun_msg, sizeof s->sun_msg,
-               "max_steps = %ld steps taken in total before reaching t = %g", s->opt.max_steps,
-               times[j]);
-      rc = dsk_solver_fail(s, -1 /* ARK_TOO_MUCH_WORK */, st);
-      break;
-    }
     int flag = s->be->set_stop_time(s, times[j]);
-    if (flag >= 0) flag = s->be->step(s, times[j], 1, &tret);
     if (flag < 0) {
       rc = dsk_solver_fail(s, flag, st);
       break;
     }
-    s->t_cur = tret;
+    rc = dsk_solver_step_to(s, times[j], 1, &tret, &flag, st); /* within max_steps */
+    if (rc != DSK_OK) break;
     steps++;
     if (a->keep) {
       rc = record_step(s, tret, st);
@@ -381,9 +369,7 @@ int dsk_arkode_forward_checkpointed(dsk_solver *s, const double *p, const double
       if ((long)a->nrec * rec_bytes > DSK_ARK_KEEP_MEMORY) a->keep = 0; /* recompute instead */
     }
     if (flag == DSK_STEP_ROOT) {
-      double h = 0.0;
-      if (s->be->last_step(s, &h) != 0) h = 0.0;
-      tol = 1000.0 * DBL_EPSILON * (fabs(tret) + fabs(h) + 1e-300);
+      tol = dsk_solver_event_tol(s, tret);
       flag = s->be->root_info(s, s->rootsfound);
       if (flag < 0) {
         rc = dsk_solver_fail(s, flag, st);

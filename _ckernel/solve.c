@@ -419,6 +419,13 @@ static void collect_stats(dsk_solver *s) {
   dsk_stats_add(&s->stats, &cur);
 }
 
+void dsk_solver_bank_stats(dsk_solver *s) {
+  dsk_stats cur;
+  memset(&cur, 0, sizeof cur);
+  s->be->stats(s, &cur);
+  dsk_stats_add(&s->acc, &cur);
+}
+
 static long total_steps(dsk_solver *s) {
   dsk_stats cur;
   memset(&cur, 0, sizeof cur);
@@ -496,8 +503,7 @@ static int start_solve(dsk_solver *s, const double *p, double tend, dsk_status *
   return restart(s, s->opt.t0, tend, st);
 }
 
-/* The root-finding tolerance around an event time tr. */
-static double event_tol(dsk_solver *s, double tr) {
+double dsk_solver_event_tol(dsk_solver *s, double tr) {
   double h = 0.0;
   if (s->be->last_step(s, &h) != 0) h = 0.0;
   return 1000.0 * DBL_EPSILON * (fabs(tr) + fabs(h) + 1e-300);
@@ -518,10 +524,7 @@ static int apply_resets(dsk_solver *s, double tr, double tend, dsk_status *st) {
     if (frc) return model_error(s, "reset", frc, tr, st);
     memcpy(u, tmp, (size_t)s->n * sizeof *u);
   }
-  dsk_stats cur;
-  memset(&cur, 0, sizeof cur);
-  s->be->stats(s, &cur);
-  dsk_stats_add(&s->acc, &cur);
+  dsk_solver_bank_stats(s);
   s->acc.events += fired ? fired : 1;
   return restart(s, tr, tend, st);
 }
@@ -564,9 +567,7 @@ static int store_output(dsk_solver *s, double t, double *y, int nt, int j, dsk_s
   return DSK_OK;
 }
 
-/* One integrator call towards tout, within what is left of max_steps (a
-   total over the solve, also across event restarts). */
-static int step_to(dsk_solver *s, double tout, int one_step, double *tret, int *flag,
+int dsk_solver_step_to(dsk_solver *s, double tout, int one_step, double *tret, int *flag,
                    dsk_status *st) {
   long left = s->opt.max_steps - total_steps(s);
   if (left <= 0) {
@@ -612,10 +613,10 @@ int dsk_solver_solve_dense(dsk_solver *s, const double *p, const double *times, 
       rc = store_output(s, tout, y, nt, j++, st);
       continue;
     }
-    rc = step_to(s, tout, 0, &tret, &flag, st);
+    rc = dsk_solver_step_to(s, tout, 0, &tret, &flag, st);
     if (rc != DSK_OK) break;
     if (flag == DSK_STEP_ROOT) {
-      tol = event_tol(s, tret);
+      tol = dsk_solver_event_tol(s, tret);
       if (!s->has_reset) {
         rc = record_stop(s, tret, st);
         for (; rc == DSK_OK && j < nt && times[j] <= tret + tol; j++)
@@ -675,7 +676,7 @@ int dsk_solver_solve(dsk_solver *s, const double *p, double t_final, int *nt, co
   while (rc == DSK_OK && s->t_cur < t_final) {
     double tret = s->t_cur;
     int flag = 0;
-    rc = step_to(s, t_final, 1, &tret, &flag, st);
+    rc = dsk_solver_step_to(s, t_final, 1, &tret, &flag, st);
     if (rc == DSK_OK) rc = push_point(s, tret, st);
     if (rc != DSK_OK) break;
     if (flag == DSK_STEP_ROOT) {
@@ -685,7 +686,7 @@ int dsk_solver_solve(dsk_solver *s, const double *p, double t_final, int *nt, co
       }
       rc = apply_resets(s, tret, t_final, st);
       if (rc == DSK_OK) rc = push_point(s, tret, st);
-      if (t_final - tret <= event_tol(s, tret)) break;
+      if (t_final - tret <= dsk_solver_event_tol(s, tret)) break;
       continue;
     }
     if (flag == DSK_STEP_TSTOP || tret >= t_final) break;

@@ -154,6 +154,16 @@ void dsk_stats_add(dsk_stats *a, const dsk_stats *b);
 void dsk_solver_note_stop(dsk_solver *s, double t);
 /* solve.c: the statistics of the current solve into s->stats. */
 void dsk_solver_collect_stats(dsk_solver *s);
+/* solve.c: the integrator's counters since its last reinit into s->acc
+   (before an event restart). */
+void dsk_solver_bank_stats(dsk_solver *s);
+/* solve.c: the root-finding tolerance around an event time tr. */
+double dsk_solver_event_tol(dsk_solver *s, double tr);
+/* solve.c: one integrator call towards tout (one_step: ONE_STEP mode) within
+   what is left of max_steps (a total over the solve, also across event
+   restarts); sets *tret, *flag and s->t_cur. */
+int dsk_solver_step_to(dsk_solver *s, double tout, int one_step, double *tret, int *flag,
+                       dsk_status *st);
 /* solve.c: checks of times and parameters shared by every solve. */
 int dsk_solver_check_times(const dsk_solver *s, const double *times, int nt, dsk_status *st);
 int dsk_solver_check_params(dsk_solver *s, const double *p, dsk_status *st);
