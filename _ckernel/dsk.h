@@ -213,7 +213,7 @@ typedef struct dsk_solver_options {
                             (0: bdf/adams as many as 8 MB of interpolation data
                             hold, 100 to 20000; 20 for the ARKODE methods) */
   double adjoint_rtol;   /* reverse mode: tolerances of the backward (adjoint and */
-  double adjoint_atol;   /* quadrature) integration; 0: rtol and atol */
+  double adjoint_atol;   /* quadrature) integration; 0: rtol, and atol times the scale of lambda */
 } dsk_solver_options;
 
 void dsk_solver_options_default(dsk_solver_options *o);

@@ -392,6 +392,21 @@ void dsk_adjoint_dense_jt(const dsk_solver *s, SUNMatrix JB) {
 
 #define cv_fail dsk_adjoint_fail
 
+void dsk_adjoint_scale(dsk_solver *s, const double *lam, int n) {
+  for (int i = 0; i < n; i++)
+    if (isfinite(lam[i]) && fabs(lam[i]) > s->adj_scale) s->adj_scale = fabs(lam[i]);
+}
+
+/* The backward problem's tolerances (CVODES), lambda's scale updated first. */
+static int tolerances_b(dsk_solver *s) {
+  struct dsk_adjoint *a = s->adj;
+  dsk_adjoint_scale(s, NV_DATA_S(a->yB), s->n);
+  int flag = CVodeSStolerancesB(s->mem, a->which, DSK_ADJ_RTOL(s), DSK_ADJ_ATOL(s));
+  if (flag == CV_SUCCESS && s->tab->nparams > 0)
+    flag = CVodeQuadSStolerancesB(s->mem, a->which, DSK_ADJ_RTOL(s), DSK_ADJ_ATOL(s));
+  return flag;
+}
+
 /* Before a (re)start of the backward problem: its steps since the last one
    into the pass's count, and a restart counted when it had run. */
 static void count_b(dsk_solver *s) {
@@ -418,6 +433,7 @@ static int reinit_b(dsk_solver *s, double t, dsk_status *st) {
   a->b_live = 1;
   int flag = CVodeReInitB(s->mem, a->which, t, a->yB);
   if (flag == CV_SUCCESS && s->tab->nparams > 0) flag = CVodeQuadReInitB(s->mem, a->which, a->qB);
+  if (flag == CV_SUCCESS) flag = tolerances_b(s);
   a->tb = a->tn = t;
   return cv_fail(s, flag, "CVodeReInitB", st);
 }
@@ -552,9 +568,6 @@ static int start_backward(dsk_solver *s, double tB0, dsk_status *st) {
   flag = CVodeInitB(s->mem, a->which, rhs_b, tB0, a->yB);
   if (flag == CV_SUCCESS) call = "CVodeSetUserDataB", flag = CVodeSetUserDataB(s->mem, a->which, s);
   if (flag == CV_SUCCESS)
-    call = "CVodeSStolerancesB",
-    flag = CVodeSStolerancesB(s->mem, a->which, DSK_ADJ_RTOL(s), DSK_ADJ_ATOL(s));
-  if (flag == CV_SUCCESS)
     call = "CVodeSetMaxNumStepsB", flag = CVodeSetMaxNumStepsB(s->mem, a->which, s->opt.max_steps);
   if (flag == CV_SUCCESS && a->NLSB)
     call = "CVodeSetNonlinearSolverB", flag = CVodeSetNonlinearSolverB(s->mem, a->which, a->NLSB);
@@ -567,12 +580,9 @@ static int start_backward(dsk_solver *s, double tB0, dsk_status *st) {
   if (flag == CV_SUCCESS && np > 0) {
     call = "CVodeQuadInitB", flag = CVodeQuadInitB(s->mem, a->which, quad_b, a->qB);
     if (flag == CV_SUCCESS)
-      call = "CVodeQuadSStolerancesB",
-      flag = CVodeQuadSStolerancesB(s->mem, a->which, DSK_ADJ_RTOL(s),
-                                    DSK_ADJ_ATOL(s));
-    if (flag == CV_SUCCESS)
       call = "CVodeSetQuadErrConB", flag = CVodeSetQuadErrConB(s->mem, a->which, SUNTRUE);
   }
+  if (flag == CV_SUCCESS) call = "CVodeSStolerancesB", flag = tolerances_b(s);
   return cv_fail(s, flag, call, st);
 }
 
@@ -691,6 +701,16 @@ static int transposed_pair(dsk_solver *s, SUNMatrix *A, SUNLinearSolver *LS, dsk
 /* (Re)start the backward DAE at tB0 from lambda, lambda' in yB, ypB (made
    consistent by add_output_term_idas), with the quadrature accumulated so
    far. */
+/* The backward DAE's tolerances, lambda's scale updated first. */
+static int tolerances_idas_b(dsk_solver *s) {
+  struct dsk_adjoint *a = s->adj;
+  dsk_adjoint_scale(s, NV_DATA_S(a->yB), s->n);
+  int flag = IDASStolerancesB(s->mem, a->which, DSK_ADJ_RTOL(s), DSK_ADJ_ATOL(s));
+  if (flag == IDA_SUCCESS && s->tab->nparams > 0)
+    flag = IDAQuadSStolerancesB(s->mem, a->which, DSK_ADJ_RTOL(s), DSK_ADJ_ATOL(s));
+  return flag;
+}
+
 static int start_backward_idas(dsk_solver *s, double tB0, dsk_status *st) {
   struct dsk_adjoint *a = s->adj;
   int np = s->tab->nparams, flag;
@@ -702,6 +722,7 @@ static int start_backward_idas(dsk_solver *s, double tB0, dsk_status *st) {
     flag = IDAReInitB(s->mem, a->which, tB0, a->yB, a->ypB);
     if (flag == IDA_SUCCESS && np > 0)
       call = "IDAQuadReInitB", flag = IDAQuadReInitB(s->mem, a->which, a->qB);
+    if (flag == IDA_SUCCESS) call = "IDASStolerancesB", flag = tolerances_idas_b(s);
   } else {
     flag = IDACreateB(s->mem, &a->which);
     if (flag < 0) return ida_fail(s, flag, "IDACreateB", st);
@@ -709,9 +730,6 @@ static int start_backward_idas(dsk_solver *s, double tB0, dsk_status *st) {
     if (rc != DSK_OK) return rc;
     call = "IDAInitB", flag = IDAInitB(s->mem, a->which, res_idas_b, tB0, a->yB, a->ypB);
     if (flag == IDA_SUCCESS) call = "IDASetUserDataB", flag = IDASetUserDataB(s->mem, a->which, s);
-    if (flag == IDA_SUCCESS)
-      call = "IDASStolerancesB",
-      flag = IDASStolerancesB(s->mem, a->which, DSK_ADJ_RTOL(s), DSK_ADJ_ATOL(s));
     if (flag == IDA_SUCCESS)
       call = "IDASetMaxNumStepsB", flag = IDASetMaxNumStepsB(s->mem, a->which, s->opt.max_steps);
     if (flag == IDA_SUCCESS)
@@ -725,12 +743,9 @@ static int start_backward_idas(dsk_solver *s, double tB0, dsk_status *st) {
     if (flag == IDA_SUCCESS && np > 0) {
       call = "IDAQuadInitB", flag = IDAQuadInitB(s->mem, a->which, quad_idas_b, a->qB);
       if (flag == IDA_SUCCESS)
-        call = "IDAQuadSStolerancesB",
-        flag = IDAQuadSStolerancesB(s->mem, a->which, DSK_ADJ_RTOL(s),
-                                    DSK_ADJ_ATOL(s));
-      if (flag == IDA_SUCCESS)
         call = "IDASetQuadErrConB", flag = IDASetQuadErrConB(s->mem, a->which, SUNTRUE);
     }
+    if (flag == IDA_SUCCESS) call = "IDASStolerancesB", flag = tolerances_idas_b(s);
   }
   return ida_fail(s, flag, call, st);
 }
@@ -1055,6 +1070,7 @@ int dsk_solver_backward(dsk_solver *s, const double *g, double *grad, dsk_status
   dsk_status_clear(st);
   if (!s || !g || (!grad && s->tab->nparams > 0))
     return dsk_status_set(st, DSK_E_ARG, "dsk_solver_backward: NULL argument");
+  s->adj_scale = 0.0; /* lambda's scale: set at the (re)starts of this pass */
   if (s->be == &dsk_backend_arkode) return dsk_arkode_backward(s, g, grad, st);
   a = s->adj;
   if (!a || a->generation < 0 || a->generation != s->generation)

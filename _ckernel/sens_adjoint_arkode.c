@@ -538,6 +538,7 @@ static int start_b(dsk_solver *s, double tB0, dsk_status *st) {
   struct dsk_adjoint_ark *a = s->adj_ark;
   int expl = !s->implicit, flag;
   const char *call = "ARKStepReInit";
+  dsk_adjoint_scale(s, NV_DATA_S(a->Y), a->n);
   double atol = DSK_ADJ_ATOL(s);
   if (!a->bmem_ready) {
     a->bmem = ARKStepCreate(expl ? rhs_b : NULL, expl ? NULL : rhs_b, tB0, a->Y, s->ctx);

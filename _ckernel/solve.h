@@ -117,6 +117,7 @@ struct dsk_solver {
   double t_cur;        /* time of the state in y */
 
   struct dsk_adjoint *adj; /* sens_adjoint.c: checkpointed adjoint state, or NULL */
+  double adj_scale;        /* reverse pass: largest |lambda| at a (re)start so far (DSK_ADJ_ATOL) */
   long generation;         /* solves started so far: a checkpoint records its own */
 
   /* sens_forward.c: forward-sensitivity state (sensitivity vectors, the
@@ -179,11 +180,22 @@ void dsk_forward_free(dsk_solver *s);
 
 /* ---- sens_adjoint.c ------------------------------------------------------------ */
 
-/* Tolerances of the backward integrations: the adjoint options, else the forward's. */
+/* Tolerances of the backward integrations: the adjoint options, else the
+   forward's.  The default absolute tolerance is the forward's times the scale
+   of lambda (s->adj_scale: the largest |lambda_i| at a start or restart of the
+   backward problem in this pass, updated by dsk_adjoint_scale), so that the
+   gradient's accuracy and cost do not depend on the loss's units: lambda and
+   the quadrature are linear in grad_output, and a fixed atol would be loose
+   for a loss scaled by 1e-9 (6-10% gradient errors) and tight for one scaled
+   by 1e6.  An adjoint_atol set by the caller is absolute. */
 #define DSK_ADJ_RTOL(s) ((s)->opt.adjoint_rtol > 0 ? (s)->opt.adjoint_rtol : (s)->opt.rtol)
 #define DSK_ADJ_ATOL(s)                                                                  \
-  ((s)->opt.adjoint_atol > 0 ? (s)->opt.adjoint_atol                                     \
-                             : ((s)->opt.atol > 0 ? (s)->opt.atol : 1e-12))
+  ((s)->opt.adjoint_atol > 0                                                             \
+       ? (s)->opt.adjoint_atol                                                           \
+       : ((s)->opt.atol > 0 ? (s)->opt.atol : 1e-12) * ((s)->adj_scale > 0 ? (s)->adj_scale : 1.0))
+/* adj_scale = max(adj_scale, max_i |lam_i|) (NaN and inf ignored); the
+   caller then sets the backward problem's tolerances. */
+void dsk_adjoint_scale(dsk_solver *s, const double *lam, int n);
 
 void dsk_adjoint_free(dsk_solver *s);
 /* DSK_OK for flag >= 0, else dsk_solver_fail with " (in CALL, adjoint)" appended. */

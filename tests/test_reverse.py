@@ -364,3 +364,38 @@ def test_backward_statistics(method):
     assert m.stats["backward_restarts"] == 1
     m.solve_dense(p, ts)
     assert m.stats["backward_steps"] == 0 and m.stats["backward_restarts"] == 0
+
+
+@pytest.mark.parametrize("scale", [1e-9, 1e6])
+@pytest.mark.parametrize("method", ["bdf", "adams", "tsit45", "esdirk34"])
+def test_gradient_accuracy_does_not_depend_on_the_loss_scale(method, scale):
+    """The backward pass's absolute tolerance follows the scale of the adjoint, so
+    scaling the loss scales the gradient and nothing else: at 1e-9 a fixed atol made
+    the gradient 5-10% wrong. Lotka-Volterra against central differences, dosing
+    (events) against its closed form."""
+    m = dsp.DiffsolModule(model_source("lotka_volterra"), method=method, rtol=1e-8, atol=1e-10)
+    p = m.default_params.numpy()
+    ts = np.linspace(0.0, 10.0, 11)
+    g = np.random.default_rng(2).normal(size=(m.nout, ts.size))
+    want = central_fd(dsp.DiffsolModule(model_source("lotka_volterra"), rtol=1e-11, atol=1e-13),
+                      p, ts, g)
+    grad = m.reverse_mode(p, ts, scale * g).numpy() / scale
+    np.testing.assert_allclose(grad, want, rtol=1e-4)
+    m = dsp.DiffsolModule(model_source("dosing"), method=method, rtol=1e-8, atol=1e-10)
+    ts = np.array([0.0, 1.0, 4.0, 6.0, 9.5, 12.5, 16.0])
+    g = np.random.default_rng(3).normal(size=(1, ts.size))
+    grad = m.reverse_mode([2.0, 10.0], ts, scale * g).numpy() / scale
+    np.testing.assert_allclose(grad, dosing_closed_form_grad(ts, g[0]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [1e-9, 1e6])
+def test_dae_gradient_accuracy_does_not_depend_on_the_loss_scale(scale):
+    """The same through IDAS (Robertson DAE), against central differences."""
+    code = model_source("robertson_dae")
+    m = dsp.DiffsolModule(code, rtol=1e-8, atol=1e-10)
+    p = m.default_params.numpy()
+    ts = np.logspace(-2, 2, 5)
+    g = np.random.default_rng(4).normal(size=(m.nout, ts.size))
+    want = central_fd(dsp.DiffsolModule(code, rtol=1e-11, atol=1e-13), p, ts, g)
+    grad = m.reverse_mode(p, ts, scale * g).numpy() / scale
+    np.testing.assert_allclose(grad, want, rtol=1e-4)
