@@ -215,6 +215,84 @@ static int sm_scalevectorarray(int nvec, realtype *c, N_Vector *X, N_Vector *Z) 
   return 0;
 }
 
+/* ---- vector arrays: the sensitivity vectors (CVODES / IDAS forward mode
+   call these on all np of them at once) ---- */
+
+static int sm_linearsumvectorarray(int nvec, realtype a, N_Vector *X, realtype b, N_Vector *Y,
+                                   N_Vector *Z) {
+  if (nvec < 1) return -1;
+  for (int i = 0; i < nvec; i++) sm_linearsum(a, X[i], b, Y[i], Z[i]);
+  return 0;
+}
+
+static int sm_constvectorarray(int nvec, realtype c, N_Vector *Z) {
+  if (nvec < 1) return -1;
+  for (int i = 0; i < nvec; i++) sm_const(c, Z[i]);
+  return 0;
+}
+
+static int sm_wrmsnormvectorarray(int nvec, N_Vector *X, N_Vector *W, realtype *nrm) {
+  if (nvec < 1) return -1;
+  for (int i = 0; i < nvec; i++) nrm[i] = sm_wrmsnorm(X[i], W[i]);
+  return 0;
+}
+
+static int sm_wrmsnormmaskvectorarray(int nvec, N_Vector *X, N_Vector *W, N_Vector id,
+                                      realtype *nrm) {
+  if (nvec < 1) return -1;
+  for (int i = 0; i < nvec; i++) nrm[i] = sm_wrmsnormmask(X[i], W[i], id);
+  return 0;
+}
+
+/* Z[j][i] = a[j] X[i] + Y[j][i] (j < nsum, i < nvec), as nvector_serial: its
+   special cases (a linear sum, N_VScaleAddMulti) are the same arithmetic. */
+static int sm_scaleaddmultivectorarray(int nvec, int nsum, realtype *a, N_Vector *X,
+                                       N_Vector **Y, N_Vector **Z) {
+  if (nvec < 1 || nsum < 1) return -1;
+  for (int i = 0; i < nvec; i++) {
+    sunindextype n = LEN(X[i]);
+    const realtype *xd = DAT(X[i]);
+    for (int j = 0; j < nsum; j++) {
+      const realtype *yd = DAT(Y[j][i]);
+      realtype *zd = DAT(Z[j][i]), aj = a[j];
+      for (sunindextype k = 0; k < n; k++) zd[k] = aj * xd[k] + yd[k];
+    }
+  }
+  return 0;
+}
+
+/* Z[i] = sum_j c[j] X[j][i] for each vector i: sm_linearcombination's
+   arithmetic (nvector_serial's, with its special cases for 1 and 2 terms). */
+static int sm_linearcombinationvectorarray(int nvec, int nsum, realtype *c, N_Vector **X,
+                                           N_Vector *Z) {
+  if (nvec < 1 || nsum < 1) return -1;
+  for (int i = 0; i < nvec; i++) {
+    if (nsum == 1) {
+      sm_scale(c[0], X[0][i], Z[i]);
+      continue;
+    }
+    if (nsum == 2) {
+      sm_linearsum(c[0], X[0][i], c[1], X[1][i], Z[i]);
+      continue;
+    }
+    sunindextype n = LEN(Z[i]);
+    realtype *zd = DAT(Z[i]);
+    if (X[0][i] == Z[i]) {
+      if (c[0] != 1.0)
+        for (sunindextype k = 0; k < n; k++) zd[k] *= c[0];
+    } else {
+      const realtype *xd = DAT(X[0][i]);
+      for (sunindextype k = 0; k < n; k++) zd[k] = c[0] * xd[k];
+    }
+    for (int j = 1; j < nsum; j++) {
+      const realtype *xd = DAT(X[j][i]);
+      realtype cj = c[j];
+      for (sunindextype k = 0; k < n; k++) zd[k] += cj * xd[k];
+    }
+  }
+  return 0;
+}
+
 void dsk_nvec_tune(N_Vector v) {
   if (!v || N_VGetVectorID(v) != SUNDIALS_NVEC_SERIAL) return;
   N_VEnableFusedOps_Serial(v, SUNTRUE);
@@ -240,6 +318,12 @@ void dsk_nvec_tune(N_Vector v) {
   o->nvlinearcombination = sm_linearcombination;
   o->nvscaleaddmulti = sm_scaleaddmulti;
   o->nvscalevectorarray = sm_scalevectorarray;
+  o->nvlinearsumvectorarray = sm_linearsumvectorarray;
+  o->nvconstvectorarray = sm_constvectorarray;
+  o->nvwrmsnormvectorarray = sm_wrmsnormvectorarray;
+  o->nvwrmsnormmaskvectorarray = sm_wrmsnormmaskvectorarray;
+  o->nvscaleaddmultivectorarray = sm_scaleaddmultivectorarray;
+  o->nvlinearcombinationvectorarray = sm_linearcombinationvectorarray;
 }
 
 /* ---- matrices ------------------------------------------------------------------

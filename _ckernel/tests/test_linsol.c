@@ -297,6 +297,110 @@ static void test_nvec_ops(void) {
   SUNContext_Free(&ctx);
 }
 
+/* nvec_ops.c, vector arrays (the sensitivity vectors): against nvector_serial's
+   vector-array operations, bit for bit, for 1-3 vectors and 1-5 terms. */
+enum { NA_VEC = 3, NA_SUM = 5 };
+typedef struct {
+  N_Vector x[NA_VEC], w[NA_VEC], z[NA_VEC], y[NA_SUM][NA_VEC], o[NA_SUM][NA_VEC], id;
+} vec_set;
+
+static int vec_set_new(vec_set *v, int n, N_Vector tmpl, SUNContext ctx) {
+  N_Vector *all = (N_Vector *)v;
+  int total = (int)(sizeof *v / sizeof(N_Vector)), ok = 1;
+  for (int i = 0; i < total; i++) {
+    all[i] = tmpl ? N_VClone(tmpl) : N_VNew_Serial(n, ctx);
+    ok &= all[i] != NULL;
+  }
+  return ok;
+}
+
+static void vec_set_free(vec_set *v) {
+  N_Vector *all = (N_Vector *)v;
+  for (int i = 0; i < (int)(sizeof *v / sizeof(N_Vector)); i++)
+    if (all[i]) N_VDestroy(all[i]);
+}
+
+/* the same values in both sets (weights positive, the mask of both signs) */
+static void vec_set_fill(vec_set *r, vec_set *s, unsigned *seed) {
+  N_Vector *a = (N_Vector *)r, *b = (N_Vector *)s;
+  for (int i = 0; i < (int)(sizeof *r / sizeof(N_Vector)); i++) fill(a[i], b[i], seed);
+  for (int i = 0; i < NA_VEC; i++)
+    for (sunindextype k = 0; k < NV_LENGTH_S(r->w[i]); k++)
+      NV_Ith_S(r->w[i], k) = NV_Ith_S(s->w[i], k) = 1.0 / (1.0 + fabs(NV_Ith_S(r->w[i], k)));
+}
+
+static int vec_set_same(vec_set *r, vec_set *s) {
+  N_Vector *a = (N_Vector *)r, *b = (N_Vector *)s;
+  for (int i = 0; i < (int)(sizeof *r / sizeof(N_Vector)); i++)
+    if (!same_bits(a[i], b[i])) return 0;
+  return 1;
+}
+
+static void test_nvec_array_ops(void) {
+  SUNContext ctx = NULL;
+  CHECK(SUNContext_Create(NULL, &ctx) == 0);
+  if (!ctx) return;
+  static const double cs[] = {1.0, -1.0, 2.5, -2.5, 0.3};
+  unsigned seed = 99u;
+  int sizes[] = {1, 3, 257};
+  for (int q = 0; q < 3; q++) {
+    int n = sizes[q], bad = 0;
+    N_Vector t = N_VNew_Serial(n, ctx);
+    vec_set r, s;
+    memset(&r, 0, sizeof r), memset(&s, 0, sizeof s);
+    if (t) dsk_nvec_tune(t);
+    int ok = t && vec_set_new(&r, n, NULL, ctx) && vec_set_new(&s, n, t, ctx);
+    CHECK(ok);
+    if (ok) {
+      CHECK(s.x[0]->ops->nvscaleaddmultivectorarray != N_VScaleAddMultiVectorArray_Serial);
+      for (int nv = 1; nv <= NA_VEC; nv++) {
+        double nr[NA_VEC], ns[NA_VEC];
+        for (int a = 0; a < 5; a++)
+          for (int b = 0; b < 5; b++) {
+            vec_set_fill(&r, &s, &seed);
+            N_VLinearSumVectorArray_Serial(nv, cs[a], r.x, cs[b], r.w, r.z);
+            N_VLinearSumVectorArray(nv, cs[a], s.x, cs[b], s.w, s.z);
+            bad += !vec_set_same(&r, &s);
+          }
+        N_VConstVectorArray_Serial(nv, 0.7, r.z), N_VConstVectorArray(nv, 0.7, s.z);
+        bad += !vec_set_same(&r, &s);
+        N_VWrmsNormVectorArray_Serial(nv, r.x, r.w, nr), N_VWrmsNormVectorArray(nv, s.x, s.w, ns);
+        for (int i = 0; i < nv; i++) bad += nr[i] != ns[i];
+        N_VWrmsNormMaskVectorArray_Serial(nv, r.x, r.w, r.id, nr);
+        N_VWrmsNormMaskVectorArray(nv, s.x, s.w, s.id, ns);
+        for (int i = 0; i < nv; i++) bad += nr[i] != ns[i];
+        for (int ns_ = 1; ns_ <= NA_SUM; ns_++) {
+          double c[NA_SUM] = {0.3, -1.0, 1.0, 2.5, -0.25};
+          N_Vector *Yr[NA_SUM], *Ys[NA_SUM], *Or[NA_SUM], *Os[NA_SUM];
+          for (int j = 0; j < NA_SUM; j++)
+            Yr[j] = r.y[j], Ys[j] = s.y[j], Or[j] = r.o[j], Os[j] = s.o[j];
+          for (int inplace = 0; inplace < 2; inplace++) {
+            vec_set_fill(&r, &s, &seed);
+            N_VScaleAddMultiVectorArray_Serial(nv, ns_, c, r.x, Yr, inplace ? Yr : Or);
+            N_VScaleAddMultiVectorArray(nv, ns_, c, s.x, Ys, inplace ? Ys : Os);
+            bad += !vec_set_same(&r, &s);
+            /* linear combinations: out of place, and in place with c[0] 1 or not */
+            N_Vector *Xr[NA_SUM], *Xs[NA_SUM];
+            for (int j = 0; j < NA_SUM; j++) Xr[j] = r.y[j], Xs[j] = s.y[j];
+            if (inplace) Xr[0] = r.z, Xs[0] = s.z;
+            c[0] = inplace ? 1.0 : 0.3;
+            for (int rep = 0; rep < 2; rep++) {
+              N_VLinearCombinationVectorArray_Serial(nv, ns_, c, Xr, r.z);
+              N_VLinearCombinationVectorArray(nv, ns_, c, Xs, s.z);
+              bad += !vec_set_same(&r, &s);
+              c[0] = 0.7;
+            }
+          }
+        }
+      }
+      CHECK_MSG(bad == 0, "n = %d: %d vector-array results differ from nvector_serial", n, bad);
+    }
+    vec_set_free(&r), vec_set_free(&s);
+    if (t) N_VDestroy(t);
+  }
+  SUNContext_Free(&ctx);
+}
+
 /* nvec_ops.c, matrices: zero, copy, c A + I and clone against sunmatrix_dense
    and sunmatrix_sparse, bit for bit (a sparse matrix without a stored
    diagonal entry takes SUNDIALS' own c A + I). */
@@ -487,6 +591,7 @@ void suite_linsol(void) {
   char root[] = "/tmp/dsk_test_linsol_XXXXXX";
   test_lapack();
   test_nvec_ops();
+  test_nvec_array_ops();
   test_mat_ops();
   test_tsit5_table();
   if (!mkdtemp(root)) {
