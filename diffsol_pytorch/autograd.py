@@ -52,22 +52,58 @@ def _in_functorch() -> bool:
 
 
 class _Meta:
-    """What a solve needs besides the parameter tensor: module, times, threads."""
+    """What a solve needs besides the parameter tensor: module, times, threads; and,
+    when the gradient comes from forward sensitivities, those of the forward pass
+    (``sens``) with the parameters they belong to (``sens_key``)."""
 
-    __slots__ = ("module", "times", "threads")
+    __slots__ = ("module", "times", "threads", "sens", "sens_key")
 
     def __init__(self, module: "DiffsolModule", times: np.ndarray, threads: int) -> None:
         self.module, self.times, self.threads = module, times, threads
+        self.sens, self.sens_key = None, None
+
+
+def contract(sens: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """sum(g * dy/dp): sens (nparams, nout, nt) with g (nout, nt), or the batched
+    (B, nparams, nout, nt) with (B, nout, nt).
+
+    Columns after a stop root without reset are NaN in ``sens``; they count as zero
+    where ``g`` is zero and raise ``ValueError`` (as the adjoint does) where it is not.
+    """
+    nan = np.isnan(sens)
+    if nan.any():
+        if np.any(nan.any(axis=-3) & (g != 0)):
+            raise ValueError(
+                "the gradient has non-zero entries after the solve stopped at an event, "
+                "where the outputs are NaN; set grad_output to zero there"
+            )
+        sens = np.where(nan, 0.0, sens)
+    if sens.ndim == 3:
+        return np.einsum("kij,ij->k", sens, g)
+    return np.einsum("bkij,bij->bk", sens, g)
 
 
 # ---- the kernel calls ----------------------------------------------------------------
 
 
 def _forward_values(meta: _Meta, p: np.ndarray) -> np.ndarray:
-    """y for p (nparams,) or (B, nparams); one row keeps its checkpoints for backward."""
+    """y for p (nparams,) or (B, nparams); one row keeps its checkpoints for backward,
+    or, when the module's gradient_method picks forward sensitivities, the solve
+    computes them too and the backward pass only contracts them."""
     m, t = meta.module, meta.times
     if not np.all(np.isfinite(p)):  # checked here for params under torch.func
         raise ValueError("params must be finite (found NaN or inf)")
+    if m._gradient_by_forward(t.shape[0]):
+        meta.sens_key = p.tobytes()
+        if p.ndim == 1:
+            y, meta.sens = m._solver.forward(p, t)
+            return y
+        if p.shape[0] == 1:
+            y, sens = m._solver.forward(np.ascontiguousarray(p[0]), t)
+            meta.sens = sens[None]
+            return y[None]
+        y, meta.sens, _ = m._get_batch().forward(p, t, meta.threads)
+        return y
     if p.ndim == 2 and p.shape[0] != 1:
         return m._get_batch().solve_dense(p, t, meta.threads)[0]
     row = p if p.ndim == 1 else p[0]
@@ -83,38 +119,61 @@ def _forward_values(meta: _Meta, p: np.ndarray) -> np.ndarray:
     return y if p.ndim == 1 else y[None]
 
 
-def _vjp_row(m: "DiffsolModule", p: np.ndarray, t: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """sum(g * dy/dp) for one parameter set, by the cheapest exact route available."""
-    ck = getattr(m, "_last_checkpoint", None)
-    if ck is not None and ck == (m._solver_generation(), p.tobytes(), t.tobytes()):
+def _jumps(g: np.ndarray) -> int:
+    """Output times with a non-zero gradient column (in any row of a batch)."""
+    return int(np.any(g != 0, axis=tuple(range(g.ndim - 1))).sum())
+
+
+def row_gradient(m: "DiffsolModule", p: np.ndarray, t: np.ndarray, g: np.ndarray, *,
+                 fallback: bool = True) -> np.ndarray:
+    """sum(g * dy/dp) for one parameter set: the adjoint (over the checkpoints of the
+    last forward pass when they are for p and t), or forward sensitivities when the
+    module's gradient_method picks them, or (``fallback``) where the adjoint does not
+    cover the model."""
+    if not m._gradient_by_forward(_jumps(g)):
+        m.last_gradient_method = "adjoint"
+        ck = getattr(m, "_last_checkpoint", None)
+        if ck is not None and ck == (m._solver_generation(), p.tobytes(), t.tobytes()):
+            try:
+                return m._solver.backward(g)
+            except ValueError:
+                pass  # another solve came in between: recompute below
         try:
-            return m._solver.backward(g)
-        except ValueError:
-            pass  # another solve came in between: recompute below
-    try:
-        return m._solver.reverse(p, t, g)
-    except ValueError as exc:
-        if "reverse mode" not in str(exc):
-            raise
-        _, sens = m._solver.forward(p, t)  # (nparams, nout, nt)
-        return np.einsum("kij,ij->k", sens, g)
+            return m._solver.reverse(p, t, g)
+        except ValueError as exc:
+            if not fallback or "reverse mode" not in str(exc):
+                raise
+    m.last_gradient_method = "forward"
+    return contract(m._solver.forward(p, t)[1], g)
+
+
+def batch_gradient(m: "DiffsolModule", p: np.ndarray, t: np.ndarray, g: np.ndarray,
+                   threads: int, *, fallback: bool = True) -> np.ndarray:
+    """(B, nparams) gradients of a batch p (B >= 2, nparams) with g (B, nout, nt), as
+    row_gradient: the batched adjoint or batched forward sensitivities."""
+    batch = m._get_batch()
+    if not m._gradient_by_forward(_jumps(g)):
+        m.last_gradient_method = "adjoint"
+        try:
+            return batch.reverse(p, t, g, threads)
+        except ValueError as exc:
+            if not fallback or "reverse mode" not in str(exc):
+                raise
+    m.last_gradient_method = "forward"
+    return contract(batch.forward(p, t, threads)[1], g)
 
 
 def _vjp_values(meta: _Meta, p: np.ndarray, g: np.ndarray) -> np.ndarray:
     """The gradient for p (nparams,) / g (nout, nt), or p (B, nparams) / g (B, nout, nt)."""
     m, t = meta.module, meta.times
+    if meta.sens is not None and meta.sens_key == p.tobytes():
+        m.last_gradient_method = "forward"
+        return contract(meta.sens, g)  # the forward pass's sensitivities
     if p.ndim == 1:
-        return _vjp_row(m, p, t, g)
+        return row_gradient(m, p, t, g)
     if p.shape[0] == 1:
-        return _vjp_row(m, np.ascontiguousarray(p[0]), t, np.ascontiguousarray(g[0]))[None]
-    batch = m._get_batch()
-    try:
-        return batch.reverse(p, t, g, meta.threads)
-    except ValueError as exc:
-        if "reverse mode" not in str(exc):
-            raise
-        _, sens, _ = batch.forward(p, t, meta.threads)  # (B, nparams, nout, nt)
-        return np.einsum("bkij,bij->bk", sens, g)
+        return row_gradient(m, np.ascontiguousarray(p[0]), t, np.ascontiguousarray(g[0]))[None]
+    return batch_gradient(m, p, t, g, meta.threads)
 
 
 def _sensitivities(meta: _Meta, p: np.ndarray) -> np.ndarray:

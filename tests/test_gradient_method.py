@@ -1,0 +1,127 @@
+"""gradient_method: the adjoint, forward sensitivities, or the cheaper of the two ("auto")
+behind reverse_mode and backward through solve_dense. References: central differences,
+closed forms and the Robertson gradient from SciPy-integrated sensitivities."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import diffsol_pytorch as dsp
+from conftest import central_fd, dosing_closed_form_grad, model_source
+
+pytestmark = pytest.mark.gradient
+
+LV_TIMES = np.linspace(0.0, 10.0, 11)
+
+
+def lv(gradient_method, **kw):
+    return dsp.DiffsolModule(model_source("lotka_volterra"), rtol=1e-10, atol=1e-12,
+                             gradient_method=gradient_method, **kw)
+
+
+@pytest.mark.parametrize("gm", ["adjoint", "forward", "auto"])
+def test_reverse_mode_matches_finite_differences(gm):
+    m = lv(gm)
+    p = m.default_params.numpy()
+    g = np.random.default_rng(5).normal(size=(m.nout, LV_TIMES.size))
+    grad = m.reverse_mode(p, LV_TIMES, g).numpy()
+    np.testing.assert_allclose(grad, central_fd(m, p, LV_TIMES, g), rtol=1e-5, atol=1e-8)
+    # 4 parameters, 11 output times with a gradient: auto takes forward sensitivities
+    assert m.last_gradient_method == {"adjoint": "adjoint"}.get(gm, "forward")
+
+
+def test_auto_takes_the_adjoint_for_few_output_times_or_many_parameters():
+    m = lv("auto")
+    p = m.default_params.numpy()
+    g = np.zeros((m.nout, LV_TIMES.size))
+    g[:, [4, 10]] = 1.0  # 2 output times < max(4, 2 * 4)
+    m.reverse_mode(p, LV_TIMES, g)
+    assert m.last_gradient_method == "adjoint" and m.stats["backward_steps"] > 0
+    g[:, :] = 1.0
+    m.reverse_mode(p, LV_TIMES, g)
+    assert m.last_gradient_method == "forward" and m.stats["backward_steps"] == 0
+    names = ", ".join(f"a{k} = 0.1" for k in range(9))
+    total = " + ".join(f"a{k}" for k in range(9))
+    many = dsp.DiffsolModule(f"in_i {{ {names} }}\nu {{ 1 }}\nF {{ -({total}) * u }}\n",
+                             rtol=1e-10, atol=1e-12, gradient_method="auto")
+    ts = np.linspace(0.0, 2.0, 41)
+    grad = many.reverse_mode(np.full(9, 0.1), ts, np.ones((1, ts.size))).numpy()
+    assert many.last_gradient_method == "adjoint"  # 9 parameters
+    want = float(np.sum(-ts * np.exp(-0.9 * ts)))  # d/da_k sum exp(-sum(a) t)
+    np.testing.assert_allclose(grad, np.full(9, want), rtol=1e-7)
+
+
+def test_backward_contracts_the_forward_pass_sensitivities():
+    """With forward sensitivities, the solve computes them and backward only contracts
+    them: no second solve (the solver's generation does not move)."""
+    m = lv("forward")
+    p = m.default_params.clone().requires_grad_(True)
+    g = torch.from_numpy(np.random.default_rng(6).normal(size=(m.nout, LV_TIMES.size)))
+    y = m.solve_dense(p, LV_TIMES)
+    generation = m._solver_generation()
+    (y * g).sum().backward()
+    assert m._solver_generation() == generation
+    assert m.last_gradient_method == "forward"
+    want = central_fd(m, p.detach().numpy(), LV_TIMES, g.numpy())
+    np.testing.assert_allclose(p.grad.numpy(), want, rtol=1e-5, atol=1e-8)
+    # torch.func.grad takes the same route
+    fg = torch.func.grad(lambda q: (m.solve_dense(q, LV_TIMES) * g).sum())(p.detach())
+    np.testing.assert_allclose(fg.numpy(), p.grad.numpy(), rtol=1e-12)
+
+
+def test_batches_agree_with_the_adjoint_row_by_row():
+    adj, fwd = lv("adjoint"), lv("forward")
+    p0 = adj.default_params.numpy()
+    P = np.stack([p0, p0 * 1.05, p0 * 0.95])
+    G = np.random.default_rng(7).normal(size=(3, adj.nout, LV_TIMES.size))
+    got = fwd.reverse_mode(P, LV_TIMES, G, threads=2).numpy()
+    assert fwd.last_gradient_method == "forward"
+    want = np.stack([adj.reverse_mode(P[b], LV_TIMES, G[b]).numpy() for b in range(3)])
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    Pt = torch.from_numpy(P).requires_grad_(True)
+    (fwd.solve_dense(Pt, LV_TIMES, threads=2) * torch.from_numpy(G)).sum().backward()
+    np.testing.assert_allclose(Pt.grad.numpy(), want, rtol=1e-6)
+
+
+def test_events_and_stop_without_reset():
+    """Dosing (resets) against its closed form; after a stop without reset the NaN
+    columns count as zero where grad_output is zero and are refused where it is not."""
+    m = dsp.DiffsolModule(model_source("dosing"), rtol=1e-10, atol=1e-12,
+                          gradient_method="forward")
+    ts = np.array([0.0, 1.0, 4.0, 6.0, 9.5, 12.5, 16.0])
+    g = np.random.default_rng(8).normal(size=(1, ts.size))
+    np.testing.assert_allclose(m.reverse_mode([2.0, 10.0], ts, g).numpy(),
+                               dosing_closed_form_grad(ts, g[0]), rtol=1e-6)
+    s = dsp.DiffsolModule("in_i { r = 1 }\nu { 1 }\nF { -r * u }\nstop { u - 0.5 }\n",
+                          gradient_method="forward")
+    with pytest.raises(ValueError, match="after the solve stopped"):
+        s.reverse_mode([1.0], [0.0, 1.0], np.ones((1, 2)))
+    grad = s.reverse_mode([1.0], [0.0, 0.5, 1.0], np.array([[0.0, 1.0, 0.0]])).numpy()
+    np.testing.assert_allclose(grad, [-0.5 * np.exp(-0.5)], rtol=1e-5)
+
+
+def test_dae_forward_agrees_with_adjoint():
+    code = model_source("robertson_dae")
+    ts = np.logspace(-2, 2, 9)
+    a = dsp.DiffsolModule(code, rtol=1e-9, atol=1e-11)
+    f = dsp.DiffsolModule(code, rtol=1e-9, atol=1e-11, gradient_method="auto")
+    p = a.default_params.numpy()
+    g = np.random.default_rng(9).normal(size=(a.nout, ts.size))
+    gf = f.reverse_mode(p, ts, g).numpy()
+    assert f.last_gradient_method == "forward"  # 3 parameters, 9 output times
+    np.testing.assert_allclose(gf, a.reverse_mode(p, ts, g).numpy(), rtol=1e-5)
+
+
+def test_option_is_checked_and_kept():
+    with pytest.raises(ValueError, match="gradient_method"):
+        dsp.DiffsolModule(model_source("decay"), gradient_method="backprop")
+    m = dsp.DiffsolModule(model_source("decay"), gradient_method="auto")
+    assert m.last_gradient_method is None
+    assert pickle.loads(pickle.dumps(m)).gradient_method == "auto"
+    g = dsp.reverse_mode(model_source("decay"), [0.7, 2.0], [0.0, 1.0], [[1.0, 1.0]],
+                         gradient_method="forward")
+    np.testing.assert_allclose(g.numpy(), [-2.0 * np.exp(-0.7), 1.0 + np.exp(-0.7)], rtol=1e-5)
