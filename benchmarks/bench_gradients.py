@@ -80,6 +80,23 @@ def row(name, code, times, forward=True, **options):
                 reverse_ratio=t_rev / t_solve, forward_ratio=t_fwd / t_solve)
 
 
+def methods_row(name, code, times, **options):
+    """reverse_mode / solve with gradient_method adjoint and forward, with grad_output on
+    every output time and on the last one only (docs/gradients.md, gradient_method)."""
+    out = dict(problem=name)
+    for gm in ("adjoint", "forward"):
+        m = dsp.DiffsolModule(code, rtol=1e-8, atol=1e-10, gradient_method=gm, **options)
+        p = m.default_params.numpy()
+        g = np.random.default_rng(0).standard_normal((m.nout, len(times)))
+        g_last = np.zeros_like(g)
+        g_last[:, -1] = g[:, -1]
+        t_solve = best_time(lambda: m.solve_dense(p, times))
+        out[f"{gm}_all"] = best_time(lambda: m.reverse_mode(p, times, g)) / t_solve
+        out[f"{gm}_last"] = best_time(lambda: m.reverse_mode(p, times, g_last)) / t_solve
+        out.update(nparams=m.nparams, ntimes=len(times))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json")
@@ -95,6 +112,21 @@ def main() -> None:
         ok = "PASS" if r["reverse_ratio"] <= 3.0 else "FAIL"
         print(f"{r['problem']:<16} {r['nstates']:>5} {r['nparams']:>4} {r['solve_ms']:>9.3f} "
               f"{r['reverse_ratio']:>10.2f} {ok} {r['forward_ratio']:>14.2f}")
+    print("\ngradient_method: reverse_mode / solve, grad_output on all output times / the last")
+    print(f"{'problem':<16} {'np':>3} {'nt':>3} {'adjoint':>8} {'forward':>8} {'adj last':>9} "
+          f"{'fwd last':>9}")
+    methods = []
+    for name, code, times, opt in [
+        ("robertson_ode", (MODELS / "robertson_ode.ds").read_text(), np.logspace(-4, 4, 9), {}),
+        ("robertson_dae", (MODELS / "robertson_dae.ds").read_text(), np.logspace(-4, 4, 9), {}),
+        ("lotka_volterra", (MODELS / "lotka_volterra.ds").read_text(), np.linspace(0, 20, 41),
+         {}),
+        ("heat1d_200_klu", heat(200), np.linspace(0, 0.1, 11), {"linear_solver": "klu"}),
+    ]:
+        r = methods_row(name, code, times, **opt)
+        methods.append(r)
+        print(f"{name:<16} {r['nparams']:>3} {r['ntimes']:>3} {r['adjoint_all']:>8.2f} "
+              f"{r['forward_all']:>8.2f} {r['adjoint_last']:>9.2f} {r['forward_last']:>9.2f}")
     print("\nscaling with the number of parameters (2 states, t in [0, 20]):")
     print(f"{'P':>4} {'reverse/solve':>14} {'forward/solve':>14}")
     scale = []
@@ -111,7 +143,8 @@ def main() -> None:
         print(f"{p:>4} {r['reverse_ratio']:>14.2f}")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(
-            {"problems": rows, "scaling": scale, "scaling_dae": scale_dae}, indent=2))
+            {"problems": rows, "gradient_method": methods, "scaling": scale,
+             "scaling_dae": scale_dae}, indent=2))
 
 
 if __name__ == "__main__":
