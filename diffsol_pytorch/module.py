@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import math
 import threading
+import warnings
 from typing import Any, Sequence, Union
 
 import numpy as np
@@ -151,7 +152,9 @@ class DiffsolModule:
         force one dense LU; ``"spgmr"`` is matrix-free GMRES; ``"fixedpoint"``
         (with ``method="adams"`` only) solves no linear system at all: the
         corrector is a fixed-point iteration, for non-stiff problems, as LSODA's
-        Adams mode. The default is ``"auto"``.
+        Adams mode. The default is ``"auto"``. The explicit methods (``tsit45``,
+        ``dopri5``) solve no linear system (unless the model has ``M``): another
+        value than ``"auto"`` then only gives a ``UserWarning``.
     threads : int or None, optional
         Threads for a batch of parameter sets (``params`` of shape ``(B, nparams)``
         with ``B >= 2``): the rows are solved by the kernel on this many threads
@@ -300,6 +303,14 @@ class DiffsolModule:
             self._model, rtol, self.atol, t0, h0, self.max_steps, method, linear_solver,
             checkpoint_steps=self.checkpoint_steps or 0,
         )
+        if linear_solver != "auto" and self._solver.linear_solver == "none":
+            # as SciPy's solve_ivp does for jac with an explicit method
+            warnings.warn(
+                f"linear_solver={linear_solver!r} has no effect with the explicit method "
+                f"{method!r}, which solves no linear system",
+                UserWarning,
+                stacklevel=2,
+            )
         self.last_stop: Any = None
         self._batch: Any = None  # _kernel.Batch, created at the first batch call
         self._batch_lock = threading.Lock()

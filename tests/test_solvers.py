@@ -8,6 +8,7 @@ rtol 1e-12 computed here, never our own output. Tolerance: relative error
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -242,6 +243,21 @@ def test_klu_and_dense_give_the_same_answer():
 def test_explicit_methods_use_no_linear_solver():
     m = dsp.DiffsolModule(model_source("decay"), method="dopri5")
     assert m.linear_solver_used == "none"
+
+
+@pytest.mark.parametrize("linear_solver", ["klu", "dense", "fixedpoint", "spgmr"])
+def test_a_linear_solver_for_an_explicit_method_warns(linear_solver):
+    """As SciPy does for jac with RK45: a choice without effect is said, not refused."""
+    with pytest.warns(UserWarning, match=f"linear_solver='{linear_solver}' has no effect"):
+        m = dsp.DiffsolModule(model_source("decay"), method="tsit45", linear_solver=linear_solver)
+    assert m.linear_solver_used == "none"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dsp.DiffsolModule(model_source("decay"), method="tsit45")
+        # with a mass matrix the explicit method does solve with M: no warning
+        m = dsp.DiffsolModule("u { 1 }\ndudt { 0 }\nM { 2 * dudt }\nF { -u }\n",
+                              method="dopri5", linear_solver="dense")
+        assert m.linear_solver_used == "dense"
 
 
 # ---- events -----------------------------------------------------------------------------------
