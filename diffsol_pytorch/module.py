@@ -180,8 +180,10 @@ class DiffsolModule:
         where each one restarts the adjoint's backward integration).
         ``"auto"``: forward sensitivities when there are at most 8 parameters and
         at least ``max(4, 2 * nparams)`` output times with a non-zero gradient
-        (for ``backward``, output times), else the adjoint: with few parameters
-        and a loss over many times that is 1.5-3.5x faster (docs/gradients.md).
+        (for ``backward``, output times), else the adjoint, and forward
+        sensitivities wherever the adjoint does not cover the model (as ``backward``
+        always does): with few parameters and a loss over many times that is
+        1.5-3.5x faster (docs/gradients.md).
         ``last_gradient_method`` says which one ran.
 
     Attributes
@@ -652,14 +654,17 @@ class DiffsolModule:
         nthreads = self._threads(threads)
         from diffsol_pytorch import autograd
 
+        # "auto" also means forward sensitivities where the adjoint does not cover the
+        # model; "adjoint" says so with a ValueError
+        fallback = self.gradient_method == "auto"
         if p.ndim == 1:
-            grad = autograd.row_gradient(self, p, t, g, fallback=False)
+            grad = autograd.row_gradient(self, p, t, g, fallback=fallback)
         elif p.shape[0] != 1:
-            grad = autograd.batch_gradient(self, p, t, g, nthreads, fallback=False)
+            grad = autograd.batch_gradient(self, p, t, g, nthreads, fallback=fallback)
         else:
             grad = np.stack(
                 [autograd.row_gradient(self, np.ascontiguousarray(row), t,
-                                       np.ascontiguousarray(gb), fallback=False)
+                                       np.ascontiguousarray(gb), fallback=fallback)
                  for row, gb in zip(p, g)]
             )
         return torch.from_numpy(grad).to(device=device, dtype=dtype)
