@@ -397,13 +397,21 @@ void dsk_adjoint_scale(dsk_solver *s, const double *lam, int n) {
     if (isfinite(lam[i]) && fabs(lam[i]) > s->adj_scale) s->adj_scale = fabs(lam[i]);
 }
 
-/* The backward problem's tolerances (CVODES), lambda's scale updated first. */
+/* The backward problem's tolerances (CVODES or IDAS), lambda's scale updated
+   first (DSK_ADJ_ATOL). */
 static int tolerances_b(dsk_solver *s) {
   struct dsk_adjoint *a = s->adj;
+  double rtol, atol;
+  int flag, quad = s->tab->nparams > 0;
   dsk_adjoint_scale(s, NV_DATA_S(a->yB), s->n);
-  int flag = CVodeSStolerancesB(s->mem, a->which, DSK_ADJ_RTOL(s), DSK_ADJ_ATOL(s));
-  if (flag == CV_SUCCESS && s->tab->nparams > 0)
-    flag = CVodeQuadSStolerancesB(s->mem, a->which, DSK_ADJ_RTOL(s), DSK_ADJ_ATOL(s));
+  rtol = DSK_ADJ_RTOL(s), atol = DSK_ADJ_ATOL(s);
+  if (s->be == &dsk_backend_idas) {
+    flag = IDASStolerancesB(s->mem, a->which, rtol, atol);
+    if (flag == IDA_SUCCESS && quad) flag = IDAQuadSStolerancesB(s->mem, a->which, rtol, atol);
+  } else {
+    flag = CVodeSStolerancesB(s->mem, a->which, rtol, atol);
+    if (flag == CV_SUCCESS && quad) flag = CVodeQuadSStolerancesB(s->mem, a->which, rtol, atol);
+  }
   return flag;
 }
 
@@ -701,16 +709,6 @@ static int transposed_pair(dsk_solver *s, SUNMatrix *A, SUNLinearSolver *LS, dsk
 /* (Re)start the backward DAE at tB0 from lambda, lambda' in yB, ypB (made
    consistent by add_output_term_idas), with the quadrature accumulated so
    far. */
-/* The backward DAE's tolerances, lambda's scale updated first. */
-static int tolerances_idas_b(dsk_solver *s) {
-  struct dsk_adjoint *a = s->adj;
-  dsk_adjoint_scale(s, NV_DATA_S(a->yB), s->n);
-  int flag = IDASStolerancesB(s->mem, a->which, DSK_ADJ_RTOL(s), DSK_ADJ_ATOL(s));
-  if (flag == IDA_SUCCESS && s->tab->nparams > 0)
-    flag = IDAQuadSStolerancesB(s->mem, a->which, DSK_ADJ_RTOL(s), DSK_ADJ_ATOL(s));
-  return flag;
-}
-
 static int start_backward_idas(dsk_solver *s, double tB0, dsk_status *st) {
   struct dsk_adjoint *a = s->adj;
   int np = s->tab->nparams, flag;
@@ -722,7 +720,7 @@ static int start_backward_idas(dsk_solver *s, double tB0, dsk_status *st) {
     flag = IDAReInitB(s->mem, a->which, tB0, a->yB, a->ypB);
     if (flag == IDA_SUCCESS && np > 0)
       call = "IDAQuadReInitB", flag = IDAQuadReInitB(s->mem, a->which, a->qB);
-    if (flag == IDA_SUCCESS) call = "IDASStolerancesB", flag = tolerances_idas_b(s);
+    if (flag == IDA_SUCCESS) call = "IDASStolerancesB", flag = tolerances_b(s);
   } else {
     flag = IDACreateB(s->mem, &a->which);
     if (flag < 0) return ida_fail(s, flag, "IDACreateB", st);
@@ -745,7 +743,7 @@ static int start_backward_idas(dsk_solver *s, double tB0, dsk_status *st) {
       if (flag == IDA_SUCCESS)
         call = "IDASetQuadErrConB", flag = IDASetQuadErrConB(s->mem, a->which, SUNTRUE);
     }
-    if (flag == IDA_SUCCESS) call = "IDASStolerancesB", flag = tolerances_idas_b(s);
+    if (flag == IDA_SUCCESS) call = "IDASStolerancesB", flag = tolerances_b(s);
   }
   return ida_fail(s, flag, call, st);
 }

@@ -7,8 +7,11 @@ ran on the module in between; otherwise the forward pass is recomputed with chec
 A batch ``params`` of shape ``(B, nparams)``, ``B >= 2``, is solved by the kernel's
 thread pool (docs/batches.md) and its gradient ``(B, nparams)`` comes from the batched
 reverse pass, each row with its own ``grad_output``.
-Where the adjoint does not cover a model yet (an ARKODE method on a model with ``M`` or
-with events) the gradient comes from forward sensitivities instead.
+Where the adjoint does not cover a model yet (an ARKODE method on a model with ``M``)
+the gradient comes from forward sensitivities instead, and so it does when the module's
+``gradient_method`` picks them (``"forward"``, or ``"auto"`` with few parameters against
+many output times): the solve then computes them and ``backward`` only contracts them
+with the incoming gradient.
 
 Forward-mode AD with ``torch.autograd.forward_ad`` (dual tensors) uses the forward
 sensitivities. The ``torch.func`` transforms work on ``params``: ``grad``, ``vjp``,
