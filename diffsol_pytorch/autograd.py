@@ -127,13 +127,19 @@ def _jumps(g: np.ndarray) -> int:
     return int(np.any(g != 0, axis=tuple(range(g.ndim - 1))).sum())
 
 
+def _by_forward(m: "DiffsolModule", g: np.ndarray) -> bool:
+    """Does the module's gradient_method take forward sensitivities for g? (the count of
+    output times only when it matters)"""
+    return m.gradient_method != "adjoint" and m._gradient_by_forward(_jumps(g))
+
+
 def row_gradient(m: "DiffsolModule", p: np.ndarray, t: np.ndarray, g: np.ndarray, *,
                  fallback: bool = True) -> np.ndarray:
     """sum(g * dy/dp) for one parameter set: the adjoint (over the checkpoints of the
     last forward pass when they are for p and t), or forward sensitivities when the
     module's gradient_method picks them, or (``fallback``) where the adjoint does not
     cover the model."""
-    if not m._gradient_by_forward(_jumps(g)):
+    if not _by_forward(m, g):
         m.last_gradient_method = "adjoint"
         ck = getattr(m, "_last_checkpoint", None)
         if ck is not None and ck == (m._solver_generation(), p.tobytes(), t.tobytes()):
@@ -155,7 +161,7 @@ def batch_gradient(m: "DiffsolModule", p: np.ndarray, t: np.ndarray, g: np.ndarr
     """(B, nparams) gradients of a batch p (B >= 2, nparams) with g (B, nout, nt), as
     row_gradient: the batched adjoint or batched forward sensitivities."""
     batch = m._get_batch()
-    if not m._gradient_by_forward(_jumps(g)):
+    if not _by_forward(m, g):
         m.last_gradient_method = "adjoint"
         try:
             return batch.reverse(p, t, g, threads)

@@ -11,7 +11,7 @@ from typing import Any, Sequence, Union
 import numpy as np
 import torch
 
-from diffsol_pytorch import _kernel
+from diffsol_pytorch import _kernel, autograd
 
 __all__ = [
     "Checkpoint",
@@ -33,6 +33,14 @@ GRADIENT_METHODS = ("adjoint", "forward", "auto")
 LINEAR_SOLVERS = ("auto", "dense", "klu", "lapack", "sundials_dense", "spgmr", "fixedpoint")
 
 _REJECTED_TORCH_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _result(x: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A kernel result as a tensor of the caller's dtype and device (no copy for float64
+    on the CPU, where ``.to`` alone costs a few microseconds per call)."""
+    if dtype == torch.float64 and device.type == "cpu":
+        return torch.from_numpy(x)
+    return torch.from_numpy(x).to(device=device, dtype=dtype)
 
 
 def _to_numpy(x: ArrayLike, what: str) -> tuple[np.ndarray, torch.dtype, torch.device]:
@@ -482,16 +490,12 @@ class DiffsolModule:
             # under torch.func: shape and dtype here, values checked in the forward
             with torch._C._DisableFuncTorch():
                 self._check_params(torch.zeros(params.shape, dtype=params.dtype))
-            from diffsol_pytorch import autograd
-
             self.last_stop = None
             return autograd.solve_dense(self, params, t, nthreads)
         p, dtype, device = self._check_params(params)
         if isinstance(params, torch.Tensor) and (
             (params.requires_grad and torch.is_grad_enabled()) or _has_tangent(params)
         ):
-            from diffsol_pytorch import autograd
-
             self.last_stop = None
             return autograd.solve_dense(self, params, t, nthreads)
         if p.ndim == 1:
@@ -509,9 +513,7 @@ class DiffsolModule:
                 stops.append(self._solver.last_stop())
             self.last_stop = stops
             y = np.stack(ys)
-        if dtype == torch.float64 and device.type == "cpu":
-            return torch.from_numpy(y)
-        return torch.from_numpy(y).to(device=device, dtype=dtype)
+        return _result(y, dtype, device)
 
     def _solver_generation(self) -> int:
         """A token that changes whenever the solver runs (checkpoints are per run)."""
@@ -584,8 +586,8 @@ class DiffsolModule:
             y = np.stack(ys) if ys else np.zeros((0, self.nout, t.shape[0]))
             sens = np.stack(ss) if ss else np.zeros((0, self.nparams, self.nout, t.shape[0]))
         return (
-            torch.from_numpy(y).to(device=device, dtype=dtype),
-            torch.from_numpy(sens).to(device=device, dtype=dtype),
+            _result(y, dtype, device),
+            _result(sens, dtype, device),
         )
 
     # ---- reverse mode -------------------------------------------------------------------
@@ -596,9 +598,10 @@ class DiffsolModule:
                 f"grad_output must have the shape of the solution {shape} "
                 f"(nout, len(times)), got {tuple(g.shape)}"
             )
-        if not np.all(np.isfinite(g)):
+        g = np.ascontiguousarray(g)
+        if _kernel.first_nonfinite(g.reshape(-1)) >= 0:
             raise ValueError("grad_output must be finite (found NaN or inf)")
-        return np.ascontiguousarray(g)
+        return g
 
     def reverse_mode(
         self,
@@ -652,8 +655,6 @@ class DiffsolModule:
         shape = (self.nout, t.shape[0]) if p.ndim == 1 else (p.shape[0], self.nout, t.shape[0])
         g = self._check_grad_output(grad_output, shape)
         nthreads = self._threads(threads)
-        from diffsol_pytorch import autograd
-
         # "auto" also means forward sensitivities where the adjoint does not cover the
         # model; "adjoint" says so with a ValueError
         fallback = self.gradient_method == "auto"
@@ -667,7 +668,7 @@ class DiffsolModule:
                                        np.ascontiguousarray(gb), fallback=fallback)
                  for row, gb in zip(p, g)]
             )
-        return torch.from_numpy(grad).to(device=device, dtype=dtype)
+        return _result(grad, dtype, device)
 
     def solve_dense_with_checkpointing(
         self, params: ArrayLike, times: ArrayLike, checkpoint_times: Any = None
@@ -705,7 +706,7 @@ class DiffsolModule:
             ck = self._check_checkpoint_times(checkpoint_times, t)
         y = self._solver.forward_checkpointed(p, t, checkpoint_times=ck)
         ckpt = Checkpoint(self, (self.nout, t.shape[0]), dtype, device)
-        return torch.from_numpy(y).to(device=device, dtype=dtype), ckpt
+        return _result(y, dtype, device), ckpt
 
     def _check_checkpoint_times(self, checkpoint_times: ArrayLike, t: np.ndarray) -> np.ndarray:
         """checkpoint_times as a float64 array; ValueError when unusable."""
@@ -767,8 +768,8 @@ class DiffsolModule:
             raise ValueError(f"t_final = {t_final!r} is before t0 = {self.t0!r}")
         ts, ys, stop = self._solver.solve(p, t_final)
         return Solution(
-            torch.from_numpy(ts).to(device=device, dtype=dtype),
-            torch.from_numpy(ys).to(device=device, dtype=dtype),
+            _result(ts, dtype, device),
+            _result(ys, dtype, device),
             self._solver.stats(),
             stop,
         )
@@ -808,7 +809,7 @@ class Checkpoint:
                 "solve_dense_with_checkpointing; run the forward pass again"
             )
         grad = self._module._solver.backward(g)
-        return torch.from_numpy(grad).to(device=self._device, dtype=self._dtype)
+        return _result(grad, self._dtype, self._device)
 
 
 def _check_threads(threads: Any) -> int | None:
