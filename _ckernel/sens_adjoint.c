@@ -76,8 +76,15 @@
 
 /* The sketched quadrature.  CVODES' backward quadrature of nparams components
    costs O(nparams) vector operations per step (Nordsieck history, error
-   weights, norms: about 60 ns per parameter and step, 18x a solve at 100
-   parameters against 5x at 1).  Above DSK_SKETCH_MIN parameters the gradient
+   weights, norms).  With SUNDIALS' own -O0 vector operations that was about
+   60 ns per parameter and step (18x a solve at 100 parameters against 5x at
+   1); with nvec_ops.c's it is a few ns, and the sketch below, which costs 3
+   evaluations of vjp_p per step and runs CVODES one step at a time, only pays
+   off from a few hundred parameters (measured on bench_gradients.py's
+   many-parameter models, reverse/solve sketch against CVODES: ODE 7.8 / 5.3 at
+   16 parameters, 9.1 / 7.7 at 100, 10.6 / 10.3 at 200, 13.3 / 16.2 at 400,
+   27 / 36 at 1000; DAE 13.0 / 12.5 at 400, 23 / 28 at 1000).  Above
+   DSK_SKETCH_MIN parameters (opt.sketch_min when set) the gradient
    integral is instead accumulated here, step by step: the backward problem
    runs in CV_ONE_STEP (IDA_ONE_STEP) mode and each step [t_n, t_n-1] gets a
    3-point Gauss-Legendre rule (exact to degree 5, the BDF's highest order) on
@@ -92,7 +99,7 @@
    with a jump the last step may overshoot it; lambda there comes from the
    dense output and the part beyond is never integrated (the problem restarts
    at the output time), and without a jump it is integrated at the next call. */
-#define DSK_SKETCH_MIN 8
+#define DSK_SKETCH_MIN 256
 #define DSK_SKETCH_DIM 4
 
 /* The sketch's bucket and sign of parameter k: a fixed hash of k, the same in
@@ -208,7 +215,7 @@ static int adjoint_state(dsk_solver *s, dsk_status *st) {
   /* the sketch: CVODES, a compiled model (a callback model's vjp_p is a Python call,
      too dear for the extra quadrature nodes) and more than DSK_SKETCH_MIN parameters */
   a->sketch = (s->be == &dsk_backend_cvodes || s->be == &dsk_backend_idas) && !s->model->cb &&
-              np > DSK_SKETCH_MIN;
+              np > (s->opt.sketch_min > 0 ? s->opt.sketch_min : DSK_SKETCH_MIN);
   a->nq = a->sketch ? DSK_SKETCH_DIM : np;
   a->qB = np > 0 ? N_VNew_Serial(a->nq, s->ctx) : NULL;
   if (a->sketch) {

@@ -1,11 +1,14 @@
-"""Reverse mode with many parameters (more than 8: the kernel's sketched quadrature).
+"""Reverse mode with many parameters.
 
-Above 8 parameters the CVODES backward pass no longer integrates the P-component
-gradient quadrature inside CVODES; it accumulates it per backward step with a Gauss
-rule and lets CVODES control the step on a 4-component sketch of it (see
-``_ckernel/sens_adjoint.c``).  These tests check the result against closed forms,
-central finite differences and forward sensitivities (an independent CVODES method),
-with several output rows, events, checkpoint times and small checkpoint spacing.
+Above 256 parameters (DSK_SKETCH_MIN) the CVODES/IDAS backward pass no longer
+integrates the P-component gradient quadrature inside CVODES; it accumulates it per
+backward step with a Gauss rule and lets CVODES control the step on a 4-component sketch
+of it (see ``_ckernel/sens_adjoint.c``; the C tests run that path at 24 parameters through
+``opt.sketch_min``). The closed-form tests below run it at 260 and 261 parameters; the
+others (18-40 parameters) check CVODES' own quadrature at many parameters. All against
+closed forms, central finite differences and forward sensitivities (an independent
+CVODES method), with several output rows, events, checkpoint times and small checkpoint
+spacing.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def rel_err(got, want) -> float:
 
 @pytest.mark.parametrize("method", ["bdf", "adams"])
 def test_closed_form_many_outputs(method):
-    n = 20
+    n = 130  # 260 parameters: the sketched quadrature
     m = dsp.DiffsolModule(decay_model(n), method=method, rtol=1e-10, atol=1e-12)
     assert m.nparams == 2 * n
     p = m.default_params.numpy()
@@ -140,7 +143,7 @@ def dae_model(n: int) -> str:
 
 
 def test_dae_closed_form():
-    n = 10
+    n = 130  # 261 parameters: the sketched quadrature through IDAS
     m = dsp.DiffsolModule(dae_model(n), rtol=1e-10, atol=1e-12)
     assert m.nparams == 2 * n + 1
     p = m.default_params.numpy()

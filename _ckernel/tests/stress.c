@@ -39,7 +39,7 @@ typedef struct example {
   const char *text; /* the model itself when file is not in MODELS_DIR */
 } example;
 
-/* 10 parameters: above DSK_SKETCH_MIN, the sketched gradient quadrature */
+/* 10 parameters: above opt.sketch_min = 8 (make_solver), the sketched gradient quadrature */
 static const char many_params[] =
     "in_i { a0 = 0.1, a1 = 0.2, a2 = 0.3, a3 = 0.4, a4 = 0.5, b0 = 1, b1 = 2, b2 = 3, b3 = 4, "
     "b4 = 5 }\nu_i { x0 = b0, x1 = b1, x2 = b2, x3 = b3, x4 = b4 }\n"
@@ -96,6 +96,7 @@ static dsk_solver *make_solver(const dsk_model *m, int method, long max_steps, d
   o.method = method;
   o.rtol = 1e-6;
   o.atol = 1e-8;
+  o.sketch_min = 8; /* the sketch on the 10-parameter models (DSK_SKETCH_MIN is 256) */
   if (max_steps > 0) o.max_steps = max_steps;
   if (dsk_solver_create(m, &o, &s, st) != DSK_OK) return NULL;
   return s;
