@@ -29,8 +29,9 @@ ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[float]]
 METHODS = ("bdf", "adams", "tsit45", "dopri5", "tr_bdf2", "esdirk34")
 #: accepted values of ``linear_solver``: "auto", "dense" and "klu" are the
 #: documented ones; "lapack" and "sundials_dense" force one dense LU (benchmarks)
-GRADIENT_METHODS = ("adjoint", "forward", "auto")
 LINEAR_SOLVERS = ("auto", "dense", "klu", "lapack", "sundials_dense", "spgmr", "fixedpoint")
+#: accepted values of ``gradient_method``
+GRADIENT_METHODS = ("adjoint", "forward", "auto")
 
 _REJECTED_TORCH_DTYPES = (torch.float16, torch.bfloat16)
 
