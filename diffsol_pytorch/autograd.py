@@ -96,7 +96,7 @@ def _forward_values(meta: _Meta, p: np.ndarray) -> np.ndarray:
     m, t = meta.module, meta.times
     if not np.all(np.isfinite(p)):  # checked here for params under torch.func
         raise ValueError("params must be finite (found NaN or inf)")
-    if m._gradient_by_forward(t.shape[0]):
+    if m._gradient_by_forward(t.shape[0], t):
         meta.sens_key = p.tobytes()
         if p.ndim == 1:
             y, meta.sens = m._solver.forward(p, t)
@@ -127,10 +127,43 @@ def _jumps(g: np.ndarray) -> int:
     return int(np.any(g != 0, axis=tuple(range(g.ndim - 1))).sum())
 
 
-def _by_forward(m: "DiffsolModule", g: np.ndarray) -> bool:
-    """Does the module's gradient_method take forward sensitivities for g? (the count of
-    output times only when it matters)"""
-    return m.gradient_method != "adjoint" and m._gradient_by_forward(_jumps(g))
+def _by_forward(m: "DiffsolModule", t: np.ndarray, g: np.ndarray) -> bool:
+    """Does the module's gradient_method take forward sensitivities for g over the
+    output times t? (the count of output times only when it matters)"""
+    return m.gradient_method != "adjoint" and m._gradient_by_forward(_jumps(g), t)
+
+
+# "auto" learns which method is cheaper for a loss over many output times. Each output
+# time with a gradient restarts the adjoint's backward integration, and on a stiff
+# problem every restart resolves a new fast transient of lambda to the tolerance
+# (hundreds of steps: docs/gradients.md), while forward sensitivities cost the same
+# whatever the output times. From the step counts of an adjoint pass, a gradient costs
+# about 1.35 (F + B) / F plain solves by the adjoint (F forward, B backward steps) and
+# 1.5 + 0.75 P by forward sensitivities (P parameters): the fits of
+# benchmarks/bench_gradients.py's problems and a stiff chain (tests/test_gradient_method.py).
+# Once the adjoint measured more than _ADJOINT_MARGIN times that for some output times,
+# later gradients over the same times take forward sensitivities.
+_ADJOINT_MARGIN = 1.5
+_ADJOINT_RECORDS = 64  # output-time arrays remembered per module
+
+
+def record_adjoint_cost(m: "DiffsolModule", t: np.ndarray) -> None:
+    """After an adjoint pass over the output times t: its cost over that of forward
+    sensitivities, estimated from the solver's step counts."""
+    st = m._solver.stats()
+    f = max(int(st["steps"]), 1)
+    adjoint = 1.35 * (f + int(st["backward_steps"])) / f
+    forward = 1.5 + 0.75 * m.nparams
+    cost = m._adjoint_cost
+    if len(cost) >= _ADJOINT_RECORDS:
+        cost.clear()
+    cost[t.tobytes()] = adjoint / forward
+
+
+def adjoint_costlier(m: "DiffsolModule", t: np.ndarray) -> bool:
+    """Did the adjoint over the output times t measure clearly costlier than forward
+    sensitivities would be?"""
+    return m._adjoint_cost.get(t.tobytes(), 0.0) > _ADJOINT_MARGIN
 
 
 def row_gradient(m: "DiffsolModule", p: np.ndarray, t: np.ndarray, g: np.ndarray, *,
@@ -139,16 +172,21 @@ def row_gradient(m: "DiffsolModule", p: np.ndarray, t: np.ndarray, g: np.ndarray
     last forward pass when they are for p and t), or forward sensitivities when the
     module's gradient_method picks them, or (``fallback``) where the adjoint does not
     cover the model."""
-    if not _by_forward(m, g):
+    if not _by_forward(m, t, g):
         m.last_gradient_method = "adjoint"
+        grad = None
         ck = getattr(m, "_last_checkpoint", None)
         if ck is not None and ck == (m._solver_generation(), p.tobytes(), t.tobytes()):
             try:
-                return m._solver.backward(g)
+                grad = m._solver.backward(g)
             except ValueError:
                 pass  # another solve came in between: recompute below
         try:
-            return m._solver.reverse(p, t, g)
+            if grad is None:
+                grad = m._solver.reverse(p, t, g)
+            if m.gradient_method == "auto":
+                record_adjoint_cost(m, t)
+            return grad
         except ValueError as exc:
             if not fallback or "reverse mode" not in str(exc):
                 raise
@@ -161,7 +199,7 @@ def batch_gradient(m: "DiffsolModule", p: np.ndarray, t: np.ndarray, g: np.ndarr
     """(B, nparams) gradients of a batch p (B >= 2, nparams) with g (B, nout, nt), as
     row_gradient: the batched adjoint or batched forward sensitivities."""
     batch = m._get_batch()
-    if not _by_forward(m, g):
+    if not _by_forward(m, t, g):
         m.last_gradient_method = "adjoint"
         try:
             return batch.reverse(p, t, g, threads)

@@ -192,7 +192,10 @@ class DiffsolModule:
         (for ``backward``, output times), else the adjoint, and forward
         sensitivities wherever the adjoint does not cover the model (as ``backward``
         always does): with few parameters and a loss over many times that is
-        1.5-3.5x faster (docs/gradients.md).
+        1.5-3.5x faster (docs/gradients.md). With more parameters, ``"auto"``
+        measures the adjoint's step counts and takes forward sensitivities for
+        later gradients over the same output times once the adjoint proved
+        clearly costlier (stiff problems with many output times: 15-20x faster).
         ``last_gradient_method`` says which one ran.
 
     Attributes
@@ -303,6 +306,9 @@ class DiffsolModule:
         self.checkpoint_steps = None if checkpoint_steps is None else int(checkpoint_steps)
         self.gradient_method = gradient_method
         self.last_gradient_method: str | None = None
+        # "auto": the adjoint's cost over forward sensitivities, measured per output
+        # times (autograd.record_adjoint_cost)
+        self._adjoint_cost: dict[bytes, float] = {}
 
         self._model = _kernel.Model(code)
         if atol_arr is not None and atol_arr.shape[0] != self._model.nstates:
@@ -337,12 +343,16 @@ class DiffsolModule:
                 )
             return self._batch
 
-    def _gradient_by_forward(self, jumps: int) -> bool:
-        """Does a gradient over ``jumps`` output times come from forward sensitivities?"""
+    def _gradient_by_forward(self, jumps: int, times: np.ndarray) -> bool:
+        """Does a gradient over ``jumps`` of the output ``times`` come from forward
+        sensitivities? ("auto": few parameters against many output times, or an
+        adjoint measured costlier for these times, autograd.adjoint_costlier)"""
         if self.gradient_method != "auto":
             return self.gradient_method == "forward"
         n = self.nparams
-        return 0 < n <= 8 and jumps >= max(4, 2 * n)
+        if 0 < n <= 8 and jumps >= max(4, 2 * n):
+            return True
+        return n > 0 and autograd.adjoint_costlier(self, times)
 
     def _threads(self, threads: int | None) -> int:
         """The thread count of a batch call: the call's, the module's, else torch's."""

@@ -142,3 +142,87 @@ def test_auto_falls_back_to_forward_where_the_adjoint_does_not_reach():
     e = np.exp(-0.4 * ts)
     want = [float((g[0] * -ts / 2.0 * e).sum()), float((g[0] * 0.8 * ts / 4.0 * e).sum())]
     np.testing.assert_allclose(grad, want, rtol=1e-7)
+
+
+def _chain(rates):
+    """x0' = -k0 x0, x_i' = k_{i-1} x_{i-1} - k_i x_i: a linear decay chain, stiff for
+    rates over several decades."""
+    n = len(rates)
+    names = ", ".join(f"k{i} = {float(k)!r}" for i, k in enumerate(rates))
+    rhs = ", ".join(["-k0 * x0"] + [f"k{i - 1} * x{i - 1} - k{i} * x{i}" for i in range(1, n)])
+    states = ", ".join(f"x{i} = {1.0 if i == 0 else 0.0}" for i in range(n))
+    return f"in_i {{ {names} }}\nu_i {{ {states} }}\nF_i {{ {rhs} }}\n"
+
+
+def _chain_gradient(rates, ts, g):
+    """sum(g * x) and its gradient in closed form: x(t) = expm(A t) e0, and
+    d x(t) / d k = the top-right block of expm([[A, E], [0, A]] t) e0 with E = dA/dk."""
+    from scipy.linalg import expm
+
+    n = len(rates)
+    a = np.diag(-np.asarray(rates, float)) + np.diag(np.asarray(rates[:-1], float), -1)
+    e0 = np.eye(n)[:, 0]
+    grad = np.zeros(n)
+    for k in range(n):
+        e = np.zeros((n, n))
+        e[k, k] = -1.0
+        if k + 1 < n:
+            e[k + 1, k] = 1.0
+        big = np.block([[a, e], [np.zeros((n, n)), a]])
+        for j, t in enumerate(ts):
+            grad[k] += g[:, j] @ (expm(big * t)[:n, n:] @ e0)
+    return grad
+
+
+def test_auto_learns_that_forward_sensitivities_are_cheaper():
+    """A stiff chain with 9 parameters and a loss over 21 output times: every output time
+    restarts the adjoint's backward integration into a new fast transient (hundreds of
+    backward steps each), so after the first (adjoint) gradient "auto" takes forward
+    sensitivities for these output times; other output times start with the adjoint
+    again. Every gradient matches the closed form."""
+    rates = np.logspace(-2, 4, 9)
+    ts = np.logspace(-3, 2, 21)
+    m = dsp.DiffsolModule(_chain(rates), rtol=1e-10, atol=1e-12, gradient_method="auto")
+    g = np.random.default_rng(3).normal(size=(m.nout, ts.size))
+    want = _chain_gradient(rates, ts, g)
+    used = []
+    for _ in range(2):
+        grad = m.reverse_mode(rates, ts, g).numpy()
+        used.append(m.last_gradient_method)
+        np.testing.assert_allclose(grad, want, rtol=1e-6, atol=1e-9 * np.abs(want).max())
+        if used[-1] == "adjoint":  # the measurement behind the switch
+            assert m.stats["backward_steps"] > 20 * m.stats["steps"]
+    assert used == ["adjoint", "forward"]
+    # other output times: no measurement yet
+    ts2 = ts[:15]
+    m.reverse_mode(rates, ts2, g[:, :15])
+    assert m.last_gradient_method == "adjoint"
+    # through autograd: the second solve computes the sensitivities, backward contracts
+    m2 = dsp.DiffsolModule(_chain(rates), rtol=1e-10, atol=1e-12, gradient_method="auto")
+    used = []
+    for _ in range(2):
+        p = torch.tensor(rates, requires_grad=True)
+        (m2.solve_dense(p, ts) * torch.from_numpy(g)).sum().backward()
+        used.append(m2.last_gradient_method)
+        np.testing.assert_allclose(p.grad.numpy(), want, rtol=1e-6,
+                                   atol=1e-9 * np.abs(want).max())
+    assert used == ["adjoint", "forward"]
+
+
+def test_auto_keeps_the_adjoint_where_it_is_cheaper():
+    """The same measurement on a non-stiff problem with 12 parameters: the adjoint's
+    restarts cost little there, so "auto" keeps it."""
+    names = ", ".join(f"a{k} = {0.5 / 12:.17g}" for k in range(12))
+    total = " + ".join(f"a{k}" for k in range(12))
+    code = (f"in_i {{ {names} }}\nu_i {{ x = 1, y = 0 }}\ns {{ {total} }}\n"
+            "F_i { -s * x + y, -x - 0.1 * y }\n")
+    m = dsp.DiffsolModule(code, rtol=1e-8, atol=1e-10, gradient_method="auto")
+    ts = np.linspace(0.0, 10.0, 21)
+    g = np.random.default_rng(4).normal(size=(m.nout, ts.size))
+    p = m.default_params.numpy()
+    grads = []
+    for _ in range(3):
+        grads.append(m.reverse_mode(p, ts, g).numpy())
+        assert m.last_gradient_method == "adjoint"
+    np.testing.assert_allclose(grads[0], central_fd(m, p, ts, g), rtol=1e-5)
+    np.testing.assert_array_equal(grads[0], grads[2])
