@@ -28,6 +28,9 @@
  *   jvp_p[X](t, x, dp, ws, dws, y, dy)   y = X, dy = dX/dp . dp
  *   vjp_x[X](t, x, w, ws, bws, xbar)     xbar = (dX/dx)^T w   (overwritten)
  *   vjp_p[X](t, x, w, ws, bws, pbar)     pbar = (dX/dp)^T w   (overwritten)
+ *   vjp_xp[X](t, x, w, ws, bws, xbar, pbar)  both in one sweep (the primal
+ *                                        and the shared adjoints computed once);
+ *                                        generated for DSK_FN_RHS only
  * where x is the state u, except for DSK_FN_MASS where x is the vector v that
  * plays du/dt (mass computes M v), and DSK_FN_U0 / DSK_FN_DUDT0 which ignore t
  * and x (their jvp_x/vjp_x are NULL).  A family is all NULL when the model
@@ -37,7 +40,7 @@
 #ifndef DSK_GEN_H
 #define DSK_GEN_H
 
-#define DSK_GEN_ABI_VERSION 2
+#define DSK_GEN_ABI_VERSION 3
 
 #define DSK_FN_U0 0    /* initial state u (from in) */
 #define DSK_FN_RHS 1   /* F */
@@ -53,7 +56,9 @@
   typedef int (*dsk_jvp_fn)(double t, const double *x, const double *dx,          \
                             double *ws, double *dws, double *y, double *dy);      \
   typedef int (*dsk_vjp_fn)(double t, const double *x, const double *w,           \
-                            double *ws, double *bws, double *bar);
+                            double *ws, double *bws, double *bar);                \
+  typedef int (*dsk_vjp2_fn)(double t, const double *x, const double *w,          \
+                             double *ws, double *bws, double *xbar, double *pbar);
 
 #define DSK_GEN_TABLE_BODY(...)                                              \
   int abi_version;     /* DSK_GEN_ABI_VERSION of the generator */            \
@@ -72,7 +77,8 @@
   dsk_jvp_fn jvp_x[DSK_NFN];                                                 \
   dsk_jvp_fn jvp_p[DSK_NFN];                                                 \
   dsk_vjp_fn vjp_x[DSK_NFN];                                                 \
-  dsk_vjp_fn vjp_p[DSK_NFN];
+  dsk_vjp_fn vjp_p[DSK_NFN];                                                 \
+  dsk_vjp2_fn vjp_xp[DSK_NFN]; /* NULL: call vjp_x and vjp_p */
 
 DSK_GEN_TYPES()
 typedef struct dsk_gen_table {

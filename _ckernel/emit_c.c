@@ -883,16 +883,19 @@ static void emit_jvp(emitter *em, int wrt_p) {
   out(em, "  return 0;\n}\n\n");
 }
 
-static void emit_vjp(emitter *em, int wrt_p) {
+/* wrt: 0 x, 1 p, 2 both in one sweep (vjp_xp: the primal and the adjoint of
+   the tensors both need computed once). */
+static void emit_vjp(emitter *em, int wrt) {
   unsigned char *need, *adj;
   const dsk_ir_model *m = em->m;
-  int nbar = wrt_p ? m->nparams : m->nstates;
-  em->seed = seed_of(em, wrt_p);
+  int wrt_p = wrt != 0, nbar = wrt == 1 ? m->nparams : m->nstates;
+  static const char *const suffix[] = {"x", "p", "xp"};
+  em->seed = wrt == 2 ? seed_of(em, 0) | seed_of(em, 1) : seed_of(em, wrt_p);
   need = needed(em, DEP_DYNAMIC);
   adj = needed(em, em->seed);
-  out(em, "static int %s_vjp_%c(double t, const double *x, const double *w, double *ws,\n"
-          "    double *bws, double *bar) {\n",
-      fam_name[em->fam], wrt_p ? 'p' : 'x');
+  out(em, "static int %s_vjp_%s(double t, const double *x, const double *w, double *ws,\n"
+          "    double *bws, double *bar%s) {\n",
+      fam_name[em->fam], suffix[wrt], wrt == 2 ? ", double *pbar" : "");
   prologue(em);
   out(em, "  (void)w; (void)bws;\n");
   em->mode = MODE_PRIMAL;
@@ -909,8 +912,10 @@ static void emit_vjp(emitter *em, int wrt_p) {
     for (int b = m->t[j].nblocks - 1; b >= 0; b--) block_adjoint(em, j, &m->t[j].blocks[b]);
   }
   if (wrt_p && m->iin >= 0)
-    out(em, "  for (int i = 0; i < %d; i++) bar[i] = bws[%d + i];\n", m->nparams,
-        m->t[m->iin].ws_off);
+    out(em, "  for (int i = 0; i < %d; i++) %s[i] = bws[%d + i];\n", m->nparams,
+        wrt == 2 ? "pbar" : "bar", m->t[m->iin].ws_off);
+  else if (wrt == 2)
+    out(em, "  (void)pbar;\n");
   out(em, "  return 0;\n}\n\n");
 }
 
@@ -948,6 +953,7 @@ static void family(emitter *em, int fam, unsigned char *present) {
   if (fam != DSK_FN_U0 && fam != DSK_FN_DUDT0) {
     emit_jvp(em, 0);
     emit_vjp(em, 0);
+    if (fam == DSK_FN_RHS) emit_vjp(em, 2); /* the only one used (the ARKODE adjoint) */
   }
   emit_jvp(em, 1);
   emit_vjp(em, 1);
@@ -1000,7 +1006,7 @@ static void setup_functions(emitter *em) {
 
 static void table(emitter *em, const unsigned char *present) {
   const dsk_ir_model *m = em->m;
-  static const char *const kinds[] = {"eval", "jvp_x", "jvp_p", "vjp_x", "vjp_p"};
+  static const char *const kinds[] = {"eval", "jvp_x", "jvp_p", "vjp_x", "vjp_p", "vjp_xp"};
   out(em, "const dsk_gen_table *dsk_model_table(void);\n");
   out(em, "const dsk_gen_table *dsk_model_table(void) {\n  static const dsk_gen_table tab = {\n");
   out(em, "    .abi_version = %d, .nstates = %d, .nparams = %d, .nout = %d, .nstop = %d,\n",
@@ -1008,10 +1014,11 @@ static void table(emitter *em, const unsigned char *present) {
   out(em, "    .has_mass = %d, .nws = %d, .n_slot = %d,\n", m->iM >= 0, m->nws, m->n_slot);
   out(em, "    .param_names = param_names, .default_params = default_params,\n"
           "    .init = init, .set_inputs = set_inputs,\n");
-  for (int kd = 0; kd < 5; kd++) {
+  for (int kd = 0; kd < 6; kd++) {
     out(em, "    .%s = {", kinds[kd]);
     for (int f = 0; f < DSK_NFN; f++) {
-      int has = present[f] && !((f == DSK_FN_U0 || f == DSK_FN_DUDT0) && (kd == 1 || kd == 3));
+      int has = present[f] && !((f == DSK_FN_U0 || f == DSK_FN_DUDT0) && (kd == 1 || kd == 3)) &&
+                (kd != 5 || f == DSK_FN_RHS);
       if (has) out(em, "[%d] = %s_%s, ", f, fam_name[f], kinds[kd]);
     }
     out(em, "},\n");

@@ -508,13 +508,19 @@ static int rhs_b(realtype t, N_Vector Yv, N_Vector Ydot, void *data) {
   struct dsk_adjoint_ark *a = s->adj_ark;
   double *Y = NV_DATA_S(Yv), *out = NV_DATA_S(Ydot);
   interp(a, t, a->uf);
-  int rc = s->tab->vjp_x[DSK_FN_RHS](t, a->uf, Y, s->ws, a->bws, out);
-  if (rc) return dsk_solver_model_failed(s, "rhs (adjoint)", rc, t);
-  for (int i = 0; i < a->n; i++) out[i] = -out[i];
-  if (a->np > 0) {
-    rc = s->tab->vjp_p[DSK_FN_RHS](t, a->uf, Y, s->ws, a->bws, out + a->n);
-    if (rc) return dsk_solver_model_failed(s, "rhs (adjoint quadrature)", rc, t);
+  int rc;
+  if (a->np > 0 && s->tab->vjp_xp[DSK_FN_RHS]) { /* lambda' and q' in one sweep */
+    rc = s->tab->vjp_xp[DSK_FN_RHS](t, a->uf, Y, s->ws, a->bws, out, out + a->n);
+    if (rc) return dsk_solver_model_failed(s, "rhs (adjoint)", rc, t);
+  } else {
+    rc = s->tab->vjp_x[DSK_FN_RHS](t, a->uf, Y, s->ws, a->bws, out);
+    if (rc) return dsk_solver_model_failed(s, "rhs (adjoint)", rc, t);
+    if (a->np > 0) {
+      rc = s->tab->vjp_p[DSK_FN_RHS](t, a->uf, Y, s->ws, a->bws, out + a->n);
+      if (rc) return dsk_solver_model_failed(s, "rhs (adjoint quadrature)", rc, t);
+    }
   }
+  for (int i = 0; i < a->n; i++) out[i] = -out[i];
   return 0;
 }
 

@@ -71,10 +71,11 @@ DP = ctypes.POINTER(ctypes.c_double)
 EVAL = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_double, DP, DP, DP)
 JVP = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_double, DP, DP, DP, DP, DP, DP)
 VJP = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_double, DP, DP, DP, DP, DP)
+VJP2 = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_double, DP, DP, DP, DP, DP, DP)
 
 
 class GenTable(ctypes.Structure):
-    """dsk_gen_table of dsk_gen.h (ABI 2)."""
+    """dsk_gen_table of dsk_gen.h (ABI 3)."""
 
     _fields_ = [(k, ctypes.c_int) for k in ("abi_version", "nstates", "nparams", "nout",
                                              "nstop", "has_mass", "nws", "n_slot")] + [
@@ -82,7 +83,7 @@ class GenTable(ctypes.Structure):
         ("init", ctypes.CFUNCTYPE(ctypes.c_int, DP)),
         ("set_inputs", ctypes.CFUNCTYPE(ctypes.c_int, DP, DP)),
         ("eval", EVAL * NFN), ("jvp_x", JVP * NFN), ("jvp_p", JVP * NFN),
-        ("vjp_x", VJP * NFN), ("vjp_p", VJP * NFN),
+        ("vjp_x", VJP * NFN), ("vjp_p", VJP * NFN), ("vjp_xp", VJP2 * NFN),
     ]
 
 
@@ -97,7 +98,7 @@ def compiled(request, tmp_path_factory):
     lib = ctypes.CDLL(model.path)
     lib.dsk_model_table.restype = ctypes.POINTER(GenTable)
     tab = lib.dsk_model_table().contents
-    assert tab.abi_version == 2 and tab.nstates == n and tab.nparams == 2
+    assert tab.abi_version == 3 and tab.nstates == n and tab.nparams == 2
     ws = np.zeros(tab.nws)
     assert tab.init(_ptr(ws)) == 0
     p = np.array([GAIN, C])
@@ -130,6 +131,11 @@ def test_rhs_and_derivatives_match_closed_forms(compiled):
     assert tab.jvp_p[1](0.0, _ptr(u), _ptr(dp), _ptr(ws), _ptr(dws), _ptr(f2), _ptr(df)) == 0
     np.testing.assert_allclose(df, dfdp @ dp, rtol=1e-12, atol=1e-12)
     assert tab.vjp_p[1](0.0, _ptr(u), _ptr(wv), _ptr(ws), _ptr(bws), _ptr(pb)) == 0
+    np.testing.assert_allclose(pb, dfdp.T @ wv, rtol=1e-12, atol=1e-12)
+    # both in one sweep (the ARKODE adjoint's right-hand side)
+    ubar[:] = pb[:] = np.inf
+    assert tab.vjp_xp[1](0.0, _ptr(u), _ptr(wv), _ptr(ws), _ptr(bws), _ptr(ubar), _ptr(pb)) == 0
+    np.testing.assert_allclose(ubar, J.T @ wv, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(pb, dfdp.T @ wv, rtol=1e-12, atol=1e-12)
 
 

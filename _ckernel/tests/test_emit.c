@@ -192,6 +192,20 @@ static void check_family(const dsk_gen_table *tab, int fam, const double *p, dou
     CHECK_MSG(fabs(lhs - rhs) <= 1e-12 * (1 + fabs(lhs)), "%s %s: p: <w,Jv> %.17g <J'w,v> %.17g",
               label, fam_names[fam], lhs, rhs);
   }
+  /* the fused adjoint: both of the above in one sweep */
+  CHECK_MSG((tab->vjp_xp[fam] != NULL) == (fam == DSK_FN_RHS), "%s %s: vjp_xp for rhs only",
+            label, fam_names[fam]);
+  if (has_x && tab->vjp_xp[fam]) {
+    double *xb2 = vec(nx), *pb2 = vec(np);
+    for (int i = 0; i < nx; i++) xb2[i] = 1e300; /* must be overwritten */
+    for (int i = 0; i < np; i++) pb2[i] = 1e300;
+    CHECK(tab->vjp_x[fam](t, x, w, ws, bws, xb) == 0);
+    CHECK(tab->vjp_xp[fam](t, x, w, ws, bws, xb2, pb2) == 0);
+    CHECK_MSG(relerr(xb2, xb, nx) <= 1e-14 && relerr(pb2, pb, np) <= 1e-14,
+              "%s %s: vjp_xp differs from vjp_x / vjp_p (%g, %g)", label, fam_names[fam],
+              relerr(xb2, xb, nx), relerr(pb2, pb, np));
+    free(xb2), free(pb2);
+  }
   free(ws), free(dws), free(bws), free(x), free(dx), free(dp), free(w), free(xb), free(pb);
   free(y), free(y0), free(dy), free(yp), free(ym), free(fd), free(pp);
 }
