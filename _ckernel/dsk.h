@@ -30,7 +30,8 @@ typedef enum dsk_code {
   DSK_E_SOLVER = 4, /* SUNDIALS returned an error (t and flag set) */
   DSK_E_NOMEM = 5,  /* allocation failed */
   DSK_E_ARG = 6,    /* bad argument to a kernel call */
-  DSK_E_MODELFN = 7 /* a model function returned non-zero */
+  DSK_E_MODELFN = 7, /* a model function returned non-zero */
+  DSK_E_BUDGET = 8   /* a backward pass stopped at its step budget (no gradient) */
 } dsk_code;
 
 #define DSK_MSG_MAX 2048
@@ -322,6 +323,13 @@ long dsk_solver_generation(const dsk_solver *s);
 /* Both; the forward pass only goes as far as the last time with a non-zero g. */
 int dsk_solver_reverse(dsk_solver *s, const double *p, const double *times, int nt,
                        const double *g, double *grad, dsk_status *st);
+/* Limits the backward passes of the dsk_solver_backward / dsk_solver_reverse
+   calls that follow to `ratio` backward steps per step of their forward pass
+   (0, the default: no limit).  A pass over it stops with DSK_E_BUDGET
+   (stats.backward_steps: the steps it took) and the solver stays usable:
+   gradient_method="auto" takes forward sensitivities instead of an adjoint
+   that its restarts made dearer than they would be (docs/gradients.md). */
+void dsk_solver_set_backward_budget(dsk_solver *s, double ratio);
 
 /* ---- batches (batch.c) ---------------------------------------------------------
    Many parameter sets of one model, solved on threads: a dsk_batch keeps

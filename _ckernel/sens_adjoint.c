@@ -422,12 +422,11 @@ static int tolerances_b(dsk_solver *s) {
   return flag;
 }
 
-/* Before a (re)start of the backward problem: its steps since the last one
-   into the pass's count, and a restart counted when it had run. */
-static void count_b(dsk_solver *s) {
+/* Steps of the backward problem since its last (re)start (0 when not running). */
+static long live_steps_b(dsk_solver *s) {
   struct dsk_adjoint *a = s->adj;
-  if (!a->b_live || a->which < 0) return;
   long ns = 0;
+  if (!a->b_live || a->which < 0) return 0;
   if (s->be == &dsk_backend_idas) {
     void *bm = IDAGetAdjIDABmem(s->mem, a->which);
     if (bm) IDAGetNumSteps(bm, &ns);
@@ -435,9 +434,29 @@ static void count_b(dsk_solver *s) {
     void *bm = CVodeGetAdjCVodeBmem(s->mem, a->which);
     if (bm) CVodeGetNumSteps(bm, &ns);
   }
-  a->bsteps += ns;
+  return ns;
+}
+
+/* Before a (re)start of the backward problem: its steps since the last one
+   into the pass's count, and a restart counted when it had run. */
+static void count_b(dsk_solver *s) {
+  struct dsk_adjoint *a = s->adj;
+  if (!a->b_live || a->which < 0) return;
+  a->bsteps += live_steps_b(s);
   a->brestarts++;
   a->b_live = 0;
+}
+
+void dsk_solver_set_backward_budget(dsk_solver *s, double ratio) {
+  if (s) s->adj_budget = ratio > 0 && isfinite(ratio) ? ratio : 0.0;
+}
+
+int dsk_adjoint_over_budget(const dsk_solver *s, long steps, dsk_status *st) {
+  if (s->adj_budget_steps <= 0 || steps <= s->adj_budget_steps) return DSK_OK;
+  return dsk_status_set(st, DSK_E_BUDGET,
+                        "the backward pass stopped after %ld steps, over its budget of %ld "
+                        "(%g per forward step)",
+                        steps, s->adj_budget_steps, s->adj_budget);
 }
 
 /* Restart the backward problem at t with the current lambda, keeping the
@@ -1076,6 +1095,11 @@ int dsk_solver_backward(dsk_solver *s, const double *g, double *grad, dsk_status
   if (!s || !g || (!grad && s->tab->nparams > 0))
     return dsk_status_set(st, DSK_E_ARG, "dsk_solver_backward: NULL argument");
   s->adj_scale = 0.0; /* lambda's scale: set at the (re)starts of this pass */
+  s->adj_budget_steps = 0;
+  if (s->adj_budget > 0) {
+    double lim = ceil(s->adj_budget * (double)(s->stats.steps > 0 ? s->stats.steps : 1));
+    s->adj_budget_steps = lim < 1e15 ? (long)lim : 0;
+  }
   if (s->be == &dsk_backend_arkode) return dsk_arkode_backward(s, g, grad, st);
   a = s->adj;
   if (!a || a->generation < 0 || a->generation != s->generation)
@@ -1569,7 +1593,7 @@ static int restart_b(dsk_solver *s, double t, int *first, dsk_status *st) {
 }
 
 /* Integrate lambda (and the quadrature) back to target. */
-static int back_to(dsk_solver *s, double target, dsk_status *st) {
+static int back_to_target(dsk_solver *s, double target, dsk_status *st) {
   struct dsk_adjoint *a = s->adj;
   double tret = target;
   int np = s->tab->nparams, flag;
@@ -1584,6 +1608,13 @@ static int back_to(dsk_solver *s, double target, dsk_status *st) {
   if (flag >= 0) flag = CVodeGetB(s->mem, a->which, &tret, a->yB);
   if (flag >= 0 && np > 0) flag = CVodeGetQuadB(s->mem, a->which, &tret, a->qB);
   return flag < 0 ? cv_fail(s, flag, "CVodeB", st) : DSK_OK;
+}
+
+/* back_to_target within the pass's step budget */
+static int back_to(dsk_solver *s, double target, dsk_status *st) {
+  int rc = back_to_target(s, target, st);
+  if (rc == DSK_OK) rc = dsk_adjoint_over_budget(s, s->adj->bsteps + live_steps_b(s), st);
+  return rc;
 }
 
 static int backward_events(dsk_solver *s, const double *g, int jlast, double *grad,

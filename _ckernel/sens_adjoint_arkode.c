@@ -709,7 +709,10 @@ int dsk_arkode_backward(dsk_solver *s, const double *g, double *grad, dsk_status
       rc = ark_fail(s, flag, "ARKStepEvolve", st);
       break;
     }
-    rc = back_over_checkpoint(s, c, g, jlast, grad, &restart, st);
+    long ns = 0;
+    if (s->adj_budget_steps > 0 && ARKStepGetNumSteps(a->bmem, &ns) == ARK_SUCCESS)
+      rc = dsk_adjoint_over_budget(s, a->bsteps + ns, st);
+    if (rc == DSK_OK) rc = back_over_checkpoint(s, c, g, jlast, grad, &restart, st);
   }
   if (a->bstarts > 0) count_b(a);
   s->stats.backward_steps = a->bsteps;

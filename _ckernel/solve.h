@@ -118,6 +118,8 @@ struct dsk_solver {
 
   struct dsk_adjoint *adj; /* sens_adjoint.c: checkpointed adjoint state, or NULL */
   double adj_scale;        /* reverse pass: largest |lambda| at a (re)start so far (DSK_ADJ_ATOL) */
+  double adj_budget;       /* backward steps allowed per forward step, 0: no limit */
+  long adj_budget_steps;   /* the current pass's limit from it (0: none) */
   long generation;         /* solves started so far: a checkpoint records its own */
 
   /* sens_forward.c: forward-sensitivity state (sensitivity vectors, the
@@ -193,6 +195,9 @@ void dsk_forward_free(dsk_solver *s);
   ((s)->opt.adjoint_atol > 0                                                             \
        ? (s)->opt.adjoint_atol                                                           \
        : ((s)->opt.atol > 0 ? (s)->opt.atol : 1e-12) * ((s)->adj_scale > 0 ? (s)->adj_scale : 1.0))
+/* DSK_OK, or DSK_E_BUDGET when a backward pass that took `steps` so far is
+   over its budget (s->adj_budget_steps). */
+int dsk_adjoint_over_budget(const dsk_solver *s, long steps, dsk_status *st);
 /* adj_scale = max(adj_scale, max_i |lam_i|) (NaN and inf ignored); the
    caller then sets the backward problem's tolerances. */
 void dsk_adjoint_scale(dsk_solver *s, const double *lam, int n);

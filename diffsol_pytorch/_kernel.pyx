@@ -52,6 +52,7 @@ cdef extern from "dsk.h" nogil:
         DSK_E_NOMEM
         DSK_E_ARG
         DSK_E_MODELFN
+        DSK_E_BUDGET
 
     ctypedef struct dsk_status:
         int code
@@ -160,6 +161,7 @@ cdef extern from "dsk.h" nogil:
     long dsk_solver_generation(const dsk_solver *s)
     int dsk_solver_reverse(dsk_solver *s, const double *p, const double *times, int nt,
                            const double *g, double *grad, dsk_status *st)
+    void dsk_solver_set_backward_budget(dsk_solver *s, double ratio)
     void dsk_solver_stats(const dsk_solver *s, dsk_stats *out)
     const char *dsk_solver_integrator_name(const dsk_solver *s)
     const char *dsk_solver_linsol_name(const dsk_solver *s)
@@ -635,11 +637,13 @@ cdef class Solver:
         with self._lock:
             return dsk_solver_generation(self.ptr)
 
-    def backward(self, const double[:, ::1] g not None):
-        """backward(g) -> numpy.ndarray (nparams,)
+    def backward(self, const double[:, ::1] g not None, double budget=0.0):
+        """backward(g, budget=0.0) -> numpy.ndarray (nparams,) or None
 
         One backward pass over the last forward_checkpointed pass: the
         gradient of sum(g * y) w.r.t. the parameters, g of shape (nout, nt).
+        budget > 0: None when the pass would take more than budget backward
+        steps per forward step (dsk_solver_set_backward_budget).
         """
         self._ready()
         cdef int nparams = self.model.nparams
@@ -655,18 +659,24 @@ cdef class Solver:
             return grad
         dsk_status_clear(&st)
         with self._lock:
+            dsk_solver_set_backward_budget(self.ptr, budget)
             with nogil:
                 rc = dsk_solver_backward(self.ptr, gin, gp, &st)
+            dsk_solver_set_backward_budget(self.ptr, 0.0)
+            if rc == DSK_E_BUDGET:
+                return None
             if rc != DSK_OK:
                 check(rc, &st, None)
         return grad
 
     def reverse(self, const double[::1] p not None, const double[::1] times not None,
-                const double[:, ::1] g not None):
-        """reverse(p, times, g) -> numpy.ndarray (nparams,)
+                const double[:, ::1] g not None, double budget=0.0):
+        """reverse(p, times, g, budget=0.0) -> numpy.ndarray (nparams,) or None
 
         Gradient of sum(g * y(p, times)) by the checkpointed adjoint; the
         forward pass stops at the last time with a non-zero column of g.
+        budget > 0: None when the backward pass would take more than budget
+        backward steps per forward step (dsk_solver_set_backward_budget).
         """
         self._ready()
         cdef int nparams = self.model.nparams
@@ -687,8 +697,12 @@ cdef class Solver:
         cdef int rc
         dsk_status_clear(&st)
         with self._lock:
+            dsk_solver_set_backward_budget(self.ptr, budget)
             with nogil:
                 rc = dsk_solver_reverse(self.ptr, pp, &times[0], <int>nt, &g[0, 0], gp, &st)
+            dsk_solver_set_backward_budget(self.ptr, 0.0)
+            if rc == DSK_E_BUDGET:
+                return None
             if rc != DSK_OK:
                 dsk_solver_stats(self.ptr, &stats)
                 check(rc, &st, _stats_dict(&stats))

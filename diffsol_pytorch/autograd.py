@@ -142,9 +142,23 @@ def _by_forward(m: "DiffsolModule", t: np.ndarray, g: np.ndarray) -> bool:
 # 1.5 + 0.75 P by forward sensitivities (P parameters): the fits of
 # benchmarks/bench_gradients.py's problems and a stiff chain (tests/test_gradient_method.py).
 # Once the adjoint measured more than _ADJOINT_MARGIN times that for some output times,
-# later gradients over the same times take forward sensitivities.
+# later gradients over the same times take forward sensitivities. The adjoint of "auto"
+# also runs with a step budget (adjoint_budget): a backward pass that goes over it stops
+# there, and that gradient too comes from forward sensitivities, so that even the first
+# gradient costs at most about 1 + _ADJOINT_MARGIN times the cheaper method.
 _ADJOINT_MARGIN = 1.5
 _ADJOINT_RECORDS = 64  # output-time arrays remembered per module
+
+
+def _forward_estimate(nparams: int) -> float:
+    """Forward sensitivities' cost in plain solves, estimated."""
+    return 1.5 + 0.75 * nparams
+
+
+def adjoint_budget(m: "DiffsolModule") -> float:
+    """Backward steps per forward step at which the adjoint's estimated cost,
+    1.35 (F + B) / F, reaches _ADJOINT_MARGIN times that of forward sensitivities."""
+    return _ADJOINT_MARGIN * _forward_estimate(m.nparams) / 1.35 - 1.0
 
 
 def record_adjoint_cost(m: "DiffsolModule", t: np.ndarray) -> None:
@@ -153,7 +167,7 @@ def record_adjoint_cost(m: "DiffsolModule", t: np.ndarray) -> None:
     st = m._solver.stats()
     f = max(int(st["steps"]), 1)
     adjoint = 1.35 * (f + int(st["backward_steps"])) / f
-    forward = 1.5 + 0.75 * m.nparams
+    forward = _forward_estimate(m.nparams)
     cost = m._adjoint_cost
     if len(cost) >= _ADJOINT_RECORDS:
         cost.clear()
@@ -173,25 +187,35 @@ def row_gradient(m: "DiffsolModule", p: np.ndarray, t: np.ndarray, g: np.ndarray
     module's gradient_method picks them, or (``fallback``) where the adjoint does not
     cover the model."""
     if not _by_forward(m, t, g):
+        auto = m.gradient_method == "auto"
         m.last_gradient_method = "adjoint"
-        grad = None
-        ck = getattr(m, "_last_checkpoint", None)
-        if ck is not None and ck == (m._solver_generation(), p.tobytes(), t.tobytes()):
-            try:
-                grad = m._solver.backward(g)
-            except ValueError:
-                pass  # another solve came in between: recompute below
         try:
-            if grad is None:
-                grad = m._solver.reverse(p, t, g)
-            if m.gradient_method == "auto":
-                record_adjoint_cost(m, t)
-            return grad
+            grad = _adjoint_row(m, p, t, g, adjoint_budget(m) if auto else 0.0)
         except ValueError as exc:
             if not fallback or "reverse mode" not in str(exc):
                 raise
+        else:
+            if auto:
+                record_adjoint_cost(m, t)
+            if grad is not None:
+                return grad
+            # "auto": the adjoint went over its budget, forward sensitivities are cheaper
     m.last_gradient_method = "forward"
     return contract(m._solver.forward(p, t)[1], g)
+
+
+def _adjoint_row(m: "DiffsolModule", p: np.ndarray, t: np.ndarray, g: np.ndarray,
+                 budget: float) -> np.ndarray | None:
+    """The adjoint gradient over the checkpoints of the last forward pass when they are
+    for p and t, else with a new forward pass; None when the backward pass went over
+    ``budget`` backward steps per forward step (> 0)."""
+    ck = getattr(m, "_last_checkpoint", None)
+    if ck is not None and ck == (m._solver_generation(), p.tobytes(), t.tobytes()):
+        try:
+            return m._solver.backward(g, budget)
+        except ValueError:
+            pass  # another solve came in between: recompute below
+    return m._solver.reverse(p, t, g, budget)
 
 
 def batch_gradient(m: "DiffsolModule", p: np.ndarray, t: np.ndarray, g: np.ndarray,

@@ -192,10 +192,11 @@ class DiffsolModule:
         (for ``backward``, output times), else the adjoint, and forward
         sensitivities wherever the adjoint does not cover the model (as ``backward``
         always does): with few parameters and a loss over many times that is
-        1.5-3.5x faster (docs/gradients.md). With more parameters, ``"auto"``
-        measures the adjoint's step counts and takes forward sensitivities for
-        later gradients over the same output times once the adjoint proved
-        clearly costlier (stiff problems with many output times: 15-20x faster).
+        1.5-3.5x faster (docs/gradients.md). Otherwise ``"auto"`` runs the
+        adjoint with a budget of backward steps: where its restarts make it
+        clearly costlier than forward sensitivities (stiff problems with many
+        output times), it stops and that gradient, and the later ones over the
+        same output times, come from forward sensitivities (15-20x faster there).
         ``last_gradient_method`` says which one ran.
 
     Attributes

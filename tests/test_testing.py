@@ -91,8 +91,8 @@ def test_check_gradients_catches_a_broken_gradient(monkeypatch):
     m = dsp.DiffsolModule(model_source("logistic"), rtol=1e-11, atol=1e-13)
     real = m._solver.reverse
 
-    def broken(p, t, g):  # a deliberately wrong adjoint: 1% off in the first parameter
-        out = np.array(real(p, t, g))
+    def broken(p, t, g, budget=0.0):  # a deliberately wrong adjoint: 1% off in the first
+        out = np.array(real(p, t, g, budget))  # parameter
         out[0] *= 1.01
         return out
 
