@@ -57,6 +57,8 @@ typedef struct batch_job {
   double *y, *sens, *grad;
   double *stop_t;
   int *stop_index, *row_status;
+  double budget;     /* reverse: backward steps per forward step, 0: no limit */
+  long *steps;       /* reverse, unless NULL: forward and backward steps of all rows */
   pthread_mutex_t m; /* guards the fields below */
   int next;          /* next row to start */
   int failed;        /* a row failed: start no more */
@@ -159,8 +161,18 @@ static int run_row(batch_job *j, dsk_solver *s, int row, dsk_status *st) {
                             ny && np ? j->sens + r * np * ny : NULL, st);
     break;
   default:
+    dsk_solver_set_backward_budget(s, j->budget);
     rc = dsk_solver_reverse(s, p, j->times, j->nt, ny ? j->g + r * ny : NULL,
                             np ? j->grad + r * np : NULL, st);
+    dsk_solver_set_backward_budget(s, 0.0);
+    if (j->steps && (rc == DSK_OK || rc == DSK_E_BUDGET)) {
+      dsk_stats stats;
+      dsk_solver_stats(s, &stats);
+      pthread_mutex_lock(&j->m);
+      j->steps[0] += stats.steps;
+      j->steps[1] += stats.backward_steps;
+      pthread_mutex_unlock(&j->m);
+    }
     break;
   }
   if (j->op != OP_REVERSE && (j->stop_t || j->stop_index)) {
@@ -329,7 +341,15 @@ int dsk_batch_forward(dsk_batch *b, int nthreads, int nrows, const double *p,
 int dsk_batch_reverse(dsk_batch *b, int nthreads, int nrows, const double *p,
                       const double *times, int nt, const double *g, double *grad,
                       int *row_status, dsk_status *st) {
+  return dsk_batch_reverse_budget(b, nthreads, nrows, p, times, nt, g, grad, row_status, 0.0,
+                                  NULL, st);
+}
+
+int dsk_batch_reverse_budget(dsk_batch *b, int nthreads, int nrows, const double *p,
+                             const double *times, int nt, const double *g, double *grad,
+                             int *row_status, double budget, long steps[2], dsk_status *st) {
   dsk_status_clear(st);
+  if (steps) steps[0] = steps[1] = 0;
   int rc = check_call(b, nthreads, nrows, p, times, nt, st);
   if (rc != DSK_OK || nrows == 0) return rc;
   const dsk_gen_table *tab = b->tab;
@@ -340,5 +360,7 @@ int dsk_batch_reverse(dsk_batch *b, int nthreads, int nrows, const double *p,
   j.g = g;
   j.grad = grad;
   j.row_status = row_status;
+  j.budget = budget;
+  j.steps = steps;
   return run_job(&j, nthreads, st);
 }

@@ -367,6 +367,13 @@ int dsk_batch_forward(dsk_batch *b, int nthreads, int nrows, const double *p,
 int dsk_batch_reverse(dsk_batch *b, int nthreads, int nrows, const double *p,
                       const double *times, int nt, const double *g, double *grad,
                       int *row_status, dsk_status *st);
+/* The same with dsk_solver_set_backward_budget(budget) on every row: a row
+   over it stops the batch with DSK_E_BUDGET (that row's status; rows not yet
+   started do not run).  steps, unless NULL: the forward and the backward
+   steps of the rows that ran, summed (also over the budget). */
+int dsk_batch_reverse_budget(dsk_batch *b, int nthreads, int nrows, const double *p,
+                             const double *times, int nt, const double *g, double *grad,
+                             int *row_status, double budget, long steps[2], dsk_status *st);
 /* Number of worker solvers created so far. */
 int dsk_batch_workers(dsk_batch *b);
 void dsk_batch_free(dsk_batch *b);

@@ -184,6 +184,10 @@ cdef extern from "dsk.h" nogil:
     int dsk_batch_reverse(dsk_batch *b, int nthreads, int nrows, const double *p,
                           const double *times, int nt, const double *g, double *grad,
                           int *row_status, dsk_status *st)
+    int dsk_batch_reverse_budget(dsk_batch *b, int nthreads, int nrows, const double *p,
+                                 const double *times, int nt, const double *g, double *grad,
+                                 int *row_status, double budget, long *steps,
+                                 dsk_status *st)
     int dsk_batch_workers(dsk_batch *b)
     void dsk_batch_free(dsk_batch *b)
 
@@ -867,9 +871,11 @@ cdef class Batch:
     cdef dsk_batch *ptr
     cdef readonly Model model
     cdef object _atol_vec
+    cdef readonly object last_steps  # reverse: (forward, backward) steps of the last call
 
     def __cinit__(self):
         self.ptr = NULL
+        self.last_steps = (0, 0)
 
     def __init__(self, Model model not None, double rtol=1e-6, atol=1e-6, double t0=0.0,
                  h0=None, long max_steps=100000, str method="bdf", str linear_solver="auto",
@@ -971,11 +977,14 @@ cdef class Batch:
         return y, sens, _batch_stops(siv, stv)
 
     def reverse(self, const double[:, ::1] p not None, const double[::1] times not None,
-                const double[:, :, ::1] g not None, int threads=1):
-        """reverse(p, times, g, threads=1) -> grad (B, nparams)
+                const double[:, :, ::1] g not None, int threads=1, double budget=0.0):
+        """reverse(p, times, g, threads=1, budget=0.0) -> grad (B, nparams) or None
 
         Row r: the gradient of sum(g[r] * y(p[r], times)) by the checkpointed
-        adjoint (Solver.reverse), g of shape (B, nout, len(times)).
+        adjoint (Solver.reverse), g of shape (B, nout, len(times)). budget > 0:
+        None when a row's backward pass would take more than budget backward
+        steps per forward step (dsk_batch_reverse_budget). ``last_steps`` then
+        holds the forward and backward steps of the rows that ran, summed.
         """
         self._ready(p, times, threads)
         cdef int nrows = <int>p.shape[0], nt = <int>times.shape[0]
@@ -994,9 +1003,14 @@ cdef class Batch:
         cdef dsk_status st
         cdef int rc
         dsk_status_clear(&st)
+        cdef long steps[2]
+        steps[0] = steps[1] = 0
         with nogil:
-            rc = dsk_batch_reverse(self.ptr, threads, nrows, pp, &times[0], nt, &g[0, 0, 0], gp,
-                                   &sv[0], &st)
+            rc = dsk_batch_reverse_budget(self.ptr, threads, nrows, pp, &times[0], nt,
+                                          &g[0, 0, 0], gp, &sv[0], budget, steps, &st)
+        self.last_steps = (steps[0], steps[1])
+        if rc == DSK_E_BUDGET:
+            return None
         _batch_check(rc, &st, sv)
         return grad
 

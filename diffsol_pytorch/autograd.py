@@ -161,12 +161,16 @@ def adjoint_budget(m: "DiffsolModule") -> float:
     return _ADJOINT_MARGIN * _forward_estimate(m.nparams) / 1.35 - 1.0
 
 
-def record_adjoint_cost(m: "DiffsolModule", t: np.ndarray) -> None:
+def record_adjoint_cost(m: "DiffsolModule", t: np.ndarray,
+                        steps: tuple[int, int] | None = None) -> None:
     """After an adjoint pass over the output times t: its cost over that of forward
-    sensitivities, estimated from the solver's step counts."""
-    st = m._solver.stats()
-    f = max(int(st["steps"]), 1)
-    adjoint = 1.35 * (f + int(st["backward_steps"])) / f
+    sensitivities, estimated from its forward and backward step counts (``steps``,
+    else the solver's)."""
+    if steps is None:
+        st = m._solver.stats()
+        steps = (st["steps"], st["backward_steps"])
+    f = max(int(steps[0]), 1)
+    adjoint = 1.35 * (f + int(steps[1])) / f
     forward = _forward_estimate(m.nparams)
     cost = m._adjoint_cost
     if len(cost) >= _ADJOINT_RECORDS:
@@ -224,12 +228,18 @@ def batch_gradient(m: "DiffsolModule", p: np.ndarray, t: np.ndarray, g: np.ndarr
     row_gradient: the batched adjoint or batched forward sensitivities."""
     batch = m._get_batch()
     if not _by_forward(m, t, g):
+        auto = m.gradient_method == "auto"
         m.last_gradient_method = "adjoint"
         try:
-            return batch.reverse(p, t, g, threads)
+            grad = batch.reverse(p, t, g, threads, adjoint_budget(m) if auto else 0.0)
         except ValueError as exc:
             if not fallback or "reverse mode" not in str(exc):
                 raise
+        else:
+            if auto:
+                record_adjoint_cost(m, t, batch.last_steps)
+            if grad is not None:
+                return grad
     m.last_gradient_method = "forward"
     return contract(batch.forward(p, t, threads)[1], g)
 

@@ -12,6 +12,7 @@ import torch
 
 import diffsol_pytorch as dsp
 from conftest import central_fd, dosing_closed_form_grad, model_source
+from diffsol_pytorch.autograd import adjoint_budget
 
 pytestmark = pytest.mark.gradient
 
@@ -224,6 +225,27 @@ def test_auto_learns_that_forward_sensitivities_are_cheaper():
         assert m2.last_gradient_method == "forward"
         np.testing.assert_allclose(p.grad.numpy(), want, rtol=1e-6,
                                    atol=1e-9 * np.abs(want).max())
+
+
+def test_auto_budget_in_batches():
+    """The same chain as a batch of 2 parameter sets (the kernel's thread pool): the
+    batched adjoint stops at its budget, both rows come from forward sensitivities and
+    match their closed forms, and a single gradient over the same output times then takes
+    forward sensitivities at once."""
+    rates = np.logspace(-2, 4, 9)
+    ts = np.logspace(-3, 2, 21)
+    m = dsp.DiffsolModule(_chain(rates), rtol=1e-10, atol=1e-12, gradient_method="auto")
+    p = np.stack([rates, rates * 1.1])
+    g = np.random.default_rng(5).normal(size=(2, 9, ts.size))
+    grad = m.reverse_mode(p, ts, g, threads=2).numpy()
+    assert m.last_gradient_method == "forward"
+    f, b = m._get_batch().last_steps
+    assert b > adjoint_budget(m) * f  # the stopped pass
+    for r in range(2):
+        want = _chain_gradient(p[r], ts, g[r])
+        np.testing.assert_allclose(grad[r], want, rtol=1e-6, atol=1e-9 * np.abs(want).max())
+    m.reverse_mode(rates, ts, g[0])
+    assert m.last_gradient_method == "forward" and m.stats["backward_steps"] == 0
 
 
 def test_auto_keeps_the_adjoint_where_it_is_cheaper():

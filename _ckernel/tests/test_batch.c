@@ -9,6 +9,7 @@
 #define _POSIX_C_SOURCE 200809L
 #define _DEFAULT_SOURCE /* mkdtemp */
 
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -311,6 +312,50 @@ static void test_concurrent(const char *root) {
   dsk_model_free(m);
 }
 
+/* dsk_batch_reverse_budget on Robertson's ODE (4 rows, 2 threads, a gradient at
+   every output time): over a budget of a tenth of the rows' backward steps the
+   call stops with DSK_E_BUDGET and reports the steps taken; with no budget
+   (and with a large one) the gradients equal dsk_batch_reverse's bit for bit,
+   and the steps are the rows' sums. */
+static void test_reverse_budget(const char *root) {
+  dsk_model *m = compile_example("robertson_ode", root);
+  if (!m) return;
+  dsk_solver_options o;
+  dsk_solver_options_default(&o);
+  o.rtol = 1e-8, o.atol = 1e-10;
+  dsk_batch *b = NULL;
+  dsk_status st;
+  CHECK_MSG(dsk_batch_create(m, &o, &b, &st) == DSK_OK, "%s", st.msg);
+  if (b) {
+    enum { R = 4, NT = 9 };
+    double p[R * 3], times[NT], g[R * 3 * NT], want[R * 3], grad[R * 3];
+    long steps[2], full[2];
+    int status[R];
+    for (int r = 0; r < R; r++) p[3 * r] = 0.04 * (1 + 0.1 * r), p[3 * r + 1] = 1e4,
+                                 p[3 * r + 2] = 3e7;
+    for (int j = 0; j < NT; j++) times[j] = pow(10.0, j - 4);
+    for (int q = 0; q < R * 3 * NT; q++) g[q] = 0.2 + 0.1 * (q % 5) - 0.07 * (q % 3);
+    CHECK_MSG(dsk_batch_reverse(b, 2, R, p, times, NT, g, want, status, &st) == DSK_OK, "%s",
+              st.msg);
+    CHECK_MSG(dsk_batch_reverse_budget(b, 2, R, p, times, NT, g, grad, status, 0.0, full, &st) ==
+                  DSK_OK, "%s", st.msg);
+    CHECK(memcmp(grad, want, sizeof want) == 0);
+    CHECK_MSG(full[0] > 0 && full[1] > full[0], "steps %ld forward, %ld backward", full[0],
+              full[1]);
+    double ratio = 0.1 * (double)full[1] / (double)full[0];
+    int rc = dsk_batch_reverse_budget(b, 2, R, p, times, NT, g, grad, status, ratio, steps, &st);
+    CHECK_MSG(rc == DSK_E_BUDGET, "rc %d: %s", rc, st.msg);
+    CHECK_MSG(steps[1] > 0 && steps[1] < full[1], "%ld of %ld backward steps", steps[1],
+              full[1]);
+    CHECK_MSG(dsk_batch_reverse_budget(b, 2, R, p, times, NT, g, grad, status, 100.0, steps,
+                                       &st) == DSK_OK, "%s", st.msg);
+    CHECK(memcmp(grad, want, sizeof want) == 0);
+    CHECK(steps[0] == full[0] && steps[1] == full[1]);
+    dsk_batch_free(b);
+  }
+  dsk_model_free(m);
+}
+
 void suite_batch(void) {
   char root[] = "/tmp/dsk_test_batch_XXXXXX";
   if (!mkdtemp(root)) {
@@ -328,6 +373,7 @@ void suite_batch(void) {
   test_stop_rows(root);
   test_errors(root);
   test_concurrent(root);
+  test_reverse_budget(root);
   char cmd[256];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
   CHECK(system(cmd) == 0);
