@@ -67,6 +67,43 @@ def many_params_dae(p: int) -> str:
             "F_i { -s * x + y, -x - 0.1 * y + sin(t), z - x * y }\nout_i { x, z }\n")
 
 
+def chain(rates) -> str:
+    """x0' = -k0 x0, x_i' = k_{i-1} x_{i-1} - k_i x_i: a linear decay chain, stiff when the
+    rates span decades (tests/test_gradient_method.py has its closed-form gradient)."""
+    n = len(rates)
+    names = ", ".join(f"k{i} = {float(k)!r}" for i, k in enumerate(rates))
+    rhs = ", ".join(["-k0 * x0"] + [f"k{i - 1} * x{i - 1} - k{i} * x{i}" for i in range(1, n)])
+    states = ", ".join(f"x{i} = {1.0 if i == 0 else 0.0}" for i in range(n))
+    return f"in_i {{ {names} }}\nu_i {{ {states} }}\nF_i {{ {rhs} }}\n"
+
+
+def auto_row(n: int, nt: int) -> dict:
+    """gradient_method on the stiff chain with n rates in [1e-2, 1e4] and a loss over nt
+    output times in [1e-3, 100]: the adjoint, forward sensitivities, and "auto" (its
+    first gradient, with the adjoint stopped at its budget, and the later ones), each
+    over a plain solve."""
+    rates = np.logspace(-2, 4, n)
+    times = np.logspace(-3, 2, nt)
+    g = np.random.default_rng(0).standard_normal((n, nt))
+    out = dict(problem=f"chain{n}", nparams=n, ntimes=nt)
+    for gm in ("adjoint", "forward"):
+        m = dsp.DiffsolModule(chain(rates), rtol=1e-8, atol=1e-10, gradient_method=gm)
+        t_solve = best_time(lambda: m.solve_dense(rates, times), 5)
+        out[gm] = best_time(lambda: m.reverse_mode(rates, times, g), 3) / t_solve
+    first = []
+    for _ in range(3):  # a fresh module each time: its first gradient
+        m = dsp.DiffsolModule(chain(rates), rtol=1e-8, atol=1e-10, gradient_method="auto")
+        m.reverse_mode(rates, times[:1], g[:, :1])  # one-time set-up of the adjoint
+        t0 = time.perf_counter()
+        m.reverse_mode(rates, times, g)
+        first.append(time.perf_counter() - t0)
+    t_solve = best_time(lambda: m.solve_dense(rates, times), 5)
+    out["auto_first"] = min(first) / t_solve
+    out["auto_later"] = best_time(lambda: m.reverse_mode(rates, times, g), 3) / t_solve
+    out["auto_method"] = m.last_gradient_method
+    return out
+
+
 def row(name, code, times, forward=True, **options):
     m = dsp.DiffsolModule(code, rtol=1e-8, atol=1e-10, **options)
     p = m.default_params.numpy()
@@ -141,10 +178,20 @@ def main() -> None:
         r = row(f"dae_params_{p}", many_params_dae(p), np.linspace(0, 20, 21), forward=False)
         scale_dae.append(r)
         print(f"{p:>4} {r['reverse_ratio']:>14.2f}")
+    print('\ngradient_method="auto" on a stiff decay chain (rates 1e-2 to 1e4), '
+          "gradient / solve:")
+    print(f"{'problem':<8} {'np':>3} {'nt':>3} {'adjoint':>8} {'forward':>8} {'auto 1st':>9} "
+          f"{'auto later':>11}")
+    autos = []
+    for n, nt in ((8, 11), (16, 51), (32, 51)):
+        r = auto_row(n, nt)
+        autos.append(r)
+        print(f"{r['problem']:<8} {n:>3} {nt:>3} {r['adjoint']:>8.1f} {r['forward']:>8.1f} "
+              f"{r['auto_first']:>9.1f} {r['auto_later']:>8.1f} ({r['auto_method']})")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(
             {"problems": rows, "gradient_method": methods, "scaling": scale,
-             "scaling_dae": scale_dae}, indent=2))
+             "scaling_dae": scale_dae, "auto_chain": autos}, indent=2))
 
 
 if __name__ == "__main__":
