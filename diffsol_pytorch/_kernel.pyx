@@ -879,13 +879,14 @@ cdef class Batch:
 
     def __init__(self, Model model not None, double rtol=1e-6, atol=1e-6, double t0=0.0,
                  h0=None, long max_steps=100000, str method="bdf", str linear_solver="auto",
-                 int checkpoint_steps=0):
+                 int checkpoint_steps=0, double adjoint_rtol=0.0, double adjoint_atol=0.0):
         cdef dsk_solver_options o
         cdef dsk_status st
         cdef dsk_batch *b = NULL
         cdef int rc
         self._atol_vec = _fill_options(&o, model, rtol, atol, t0, h0, max_steps, method,
-                                       linear_solver, checkpoint_steps, 0.0, 0.0)
+                                       linear_solver, checkpoint_steps, adjoint_rtol,
+                                       adjoint_atol)
         dsk_status_clear(&st)
         with nogil:
             rc = dsk_batch_create(model.ptr, &o, &b, &st)

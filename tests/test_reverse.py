@@ -399,3 +399,40 @@ def test_dae_gradient_accuracy_does_not_depend_on_the_loss_scale(scale):
     want = central_fd(dsp.DiffsolModule(code, rtol=1e-11, atol=1e-13), p, ts, g)
     grad = m.reverse_mode(p, ts, scale * g).numpy() / scale
     np.testing.assert_allclose(grad, want, rtol=1e-4)
+
+
+def test_adjoint_tolerances_option():
+    """DiffsolModule(adjoint_rtol=..., adjoint_atol=...): a looser backward integration
+    takes fewer steps and gives a gradient within its tolerance of the one at rtol 1e-12
+    (Robertson, a gradient at every output time); the default is tighter; batches use the
+    same tolerances row by row; the options are checked and survive pickling."""
+    import pickle
+
+    code = model_source("robertson_ode")
+    times = np.logspace(-4, 4, 9)
+    g = np.random.default_rng(0).standard_normal((3, times.size))
+    p = dsp.DiffsolModule(code).default_params.numpy()
+    ref = dsp.DiffsolModule(code, rtol=1e-12, atol=1e-14).reverse_mode(p, times, g).numpy()
+    scale = np.abs(ref * p).max()
+    errors, steps = [], []
+    for ar in (None, 1e-6):
+        m = dsp.DiffsolModule(code, rtol=1e-8, atol=1e-10, adjoint_rtol=ar)
+        grad = m.reverse_mode(p, times, g).numpy()
+        errors.append(np.abs((grad - ref) * p).max() / scale)
+        steps.append(m.stats["backward_steps"])
+    assert errors[0] < 1e-5 and errors[1] < 1e-3
+    assert steps[1] < 0.6 * steps[0] and errors[1] > errors[0]
+    # a batch: each row as alone
+    pb = np.stack([p, p * 1.05])
+    gb = np.stack([g, -g])
+    grads = m.reverse_mode(pb, times, gb, threads=2).numpy()
+    for r in range(2):
+        np.testing.assert_array_equal(grads[r], m.reverse_mode(pb[r], times, gb[r]).numpy())
+    m2 = pickle.loads(pickle.dumps(m))
+    assert (m2.adjoint_rtol, m2.adjoint_atol) == (1e-6, None)
+    np.testing.assert_array_equal(m2.reverse_mode(p, times, g).numpy(), grad)
+    for bad in (0.0, -1e-6, float("nan"), "1e-6", True):
+        with pytest.raises(ValueError, match="adjoint_rtol"):
+            dsp.DiffsolModule(code, adjoint_rtol=bad)
+    with pytest.raises(ValueError, match="adjoint_atol"):
+        dsp.DiffsolModule(code, adjoint_atol=float("inf"))
