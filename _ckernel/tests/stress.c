@@ -8,7 +8,8 @@
  * error paths), solves them in every mode (solve_dense, internal steps,
  * forward sensitivities, reverse mode, a checkpointed forward pass with
  * repeated backward passes, events), takes the error paths of the solver
- * (NaN parameters, bad times, too few steps) and frees everything.
+ * (NaN parameters, bad times, too few steps, a backward pass stopped by its
+ * step budget) and frees everything.
  *
  *   dsk_stress [ITERATIONS [MODELS_DIR]]     default: 3, examples/models
  *
@@ -131,6 +132,19 @@ static void exercise(dsk_solver *s, const dsk_gen_table *tab, double t_end, int 
               "%s: %s", what, st.msg);
     for (int rep = 0; rep < 3; rep++)
       CHECK_MSG(dsk_solver_backward(s, g, grad2, &st) == DSK_OK, "%s: %s", what, st.msg);
+    { /* a backward step budget too small to finish (stops with DSK_E_BUDGET unless the
+         pass is shorter than one output interval), then the whole pass again */
+      dsk_solver_set_backward_budget(s, 1e-3);
+      int rc = dsk_solver_backward(s, g, grad2, &st);
+      dsk_solver_set_backward_budget(s, 0.0);
+      CHECK_MSG(rc == DSK_OK || rc == DSK_E_BUDGET, "%s: %s", what, st.msg);
+      CHECK_MSG(dsk_solver_backward(s, g, grad2, &st) == DSK_OK, "%s: %s", what, st.msg);
+      for (int k = 0; k < np; k++)
+        if (grad2[k] != grad[k] && !(isnan(grad2[k]) && isnan(grad[k]))) {
+          CHECK_MSG(0, "%s: the gradient after a stopped pass differs at %d", what, k);
+          break;
+        }
+    }
     { /* caller's checkpoint times (the ARKODE methods refuse them) */
       double ck[2] = {0.3 * t_end, 0.7 * t_end};
       int rc = dsk_solver_forward_checkpointed_at(s, tab->default_params, times, NT, ck, 2, y2,
