@@ -215,6 +215,9 @@ typedef struct dsk_solver_options {
                             hold, 100 to 20000; 20 for the ARKODE methods) */
   double adjoint_rtol;   /* reverse mode: tolerances of the backward (adjoint and */
   double adjoint_atol;   /* quadrature) integration; 0: rtol, and atol times the scale of lambda */
+  double sens_rtol;      /* forward sensitivities: tolerances of their error control; the */
+  double sens_atol;      /* tolerance of s_k is sens_atol / |p_k|; 0: rtol, and atol (SUNDIALS'
+                            "estimated" tolerances, the default) */
   int sketch_min;        /* reverse mode, compiled models on CVODES/IDAS: above this many
                             parameters the gradient integral is the kernel's sketched
                             quadrature (sens_adjoint.c); 0: DSK_SKETCH_MIN (256) */

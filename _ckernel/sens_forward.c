@@ -13,7 +13,9 @@
  * Per integrator:
  *   CVODES (bdf, adams without M)  CVodeSensInit1 (once per solver, lazily)
  *       with the per-parameter right-hand side above, CV_STAGGERED, error
- *       control on the sensitivities with CVodeSensEEtolerances (atol/|p_k|),
+ *       control on the sensitivities with CVodeSensEEtolerances (rtol and
+ *       atol/|p_k|), or, with opt.sens_rtol / sens_atol, CVodeSensSVtolerances
+ *       (sens_rtol and sens_atol/|p_k|; the same for IDAS and ARKODE),
  *       CVodeGetSens at the output times (dense output); CVodeSensReInit per
  *       solve and after every event, CVodeSensToggleOff when done so plain
  *       solves stay as cheap as before.
@@ -78,6 +80,7 @@ struct dsk_forward {
   int kind, n, np;
   int sens_init;   /* CVodeSensInit1 / IDASensInit done */
   N_Vector *S, *Sp;/* CVODES/IDAS: sensitivities (and their derivatives, IDAS) */
+  N_Vector *atolS; /* CVODES/IDAS with opt.sens_rtol / sens_atol: their absolute tolerances */
   double *pbar;    /* |p_k|, or 1 when p_k = 0: scales of the EE tolerances */
   double *ek;      /* unit vector e_k (np) */
   double *dtau;    /* dtau/dp at an event (np) */
@@ -98,6 +101,33 @@ struct dsk_forward {
 };
 
 /* ---- helpers ---------------------------------------------------------------------- */
+
+/* The sensitivities' tolerances: the state's (SUNDIALS' EE tolerances) unless
+   opt.sens_rtol or opt.sens_atol is set; s_k's absolute tolerance is scaled by
+   1 / |p_k| either way. */
+static int sens_custom_tol(const dsk_solver *s) {
+  return s->opt.sens_rtol > 0 || s->opt.sens_atol > 0;
+}
+
+static double sens_rtol(const dsk_solver *s) {
+  return s->opt.sens_rtol > 0 ? s->opt.sens_rtol : s->opt.rtol;
+}
+
+static double sens_atol(const dsk_solver *s, int i) {
+  if (s->opt.sens_atol > 0) return s->opt.sens_atol;
+  return s->atolv ? NV_Ith_S(s->atolv, i) : s->opt.atol;
+}
+
+/* CVODES / IDAS: f->atolS (created on first use) from f->pbar; -1 when out of memory. */
+static int fill_atol_s(dsk_solver *s, dsk_forward *f) {
+  if (!f->atolS) f->atolS = N_VCloneVectorArray(f->np, s->y);
+  if (!f->atolS) return -1;
+  for (int k = 0; k < f->np; k++) {
+    double *a = NV_DATA_S(f->atolS[k]);
+    for (int i = 0; i < f->n; i++) a[i] = sens_atol(s, i) / f->pbar[k];
+  }
+  return 0;
+}
 
 static int model_err(dsk_solver *s, const char *fn, int rc, double t, dsk_status *st) {
   dsk_solver_model_failed(s, fn, rc, t);
@@ -208,7 +238,12 @@ static int cv_sens_restart(dsk_solver *s, dsk_forward *f, dsk_status *st) {
   }
   if (flag == CV_SUCCESS)
     call = "CVodeSetSensParams", flag = CVodeSetSensParams(s->mem, NULL, f->pbar, NULL);
-  if (flag == CV_SUCCESS) call = "CVodeSensEEtolerances", flag = CVodeSensEEtolerances(s->mem);
+  if (flag == CV_SUCCESS && sens_custom_tol(s)) {
+    call = "CVodeSensSVtolerances";
+    flag = fill_atol_s(s, f) ? CV_MEM_FAIL : CVodeSensSVtolerances(s->mem, sens_rtol(s), f->atolS);
+  } else if (flag == CV_SUCCESS) {
+    call = "CVodeSensEEtolerances", flag = CVodeSensEEtolerances(s->mem);
+  }
   if (flag == CV_SUCCESS) call = "CVodeSetSensErrCon", flag = CVodeSetSensErrCon(s->mem, SUNTRUE);
   (void)call;
   return flag == CV_SUCCESS ? DSK_OK : dsk_solver_fail(s, flag, st);
@@ -255,7 +290,10 @@ static int ida_sens_restart(dsk_solver *s, dsk_forward *f, double t, double tout
     flag = IDASensReInit(s->mem, IDA_STAGGERED, f->S, f->Sp);
   }
   if (flag == IDA_SUCCESS) flag = IDASetSensParams(s->mem, NULL, f->pbar, NULL);
-  if (flag == IDA_SUCCESS) flag = IDASensEEtolerances(s->mem);
+  if (flag == IDA_SUCCESS && sens_custom_tol(s))
+    flag = fill_atol_s(s, f) ? IDA_MEM_FAIL : IDASensSVtolerances(s->mem, sens_rtol(s), f->atolS);
+  else if (flag == IDA_SUCCESS)
+    flag = IDASensEEtolerances(s->mem);
   if (flag == IDA_SUCCESS) flag = IDASetSensErrCon(s->mem, SUNTRUE);
   if (flag == IDA_SUCCESS) flag = IDACalcIC(s->mem, IDA_YA_YDP_INIT, tout1 > t ? tout1 : t + 1.0);
   if (flag == IDA_SUCCESS) flag = IDAGetConsistentIC(s->mem, s->y, s->yp);
@@ -515,12 +553,31 @@ static int ark_aug_create(dsk_solver *s, dsk_forward *f, dsk_status *st) {
   return DSK_OK;
 }
 
+/* ARKODE's error weights of Y = [u; s_1; ...] when the s_k have their own
+   rtol (opt.sens_rtol): 1 / (rtol_b |Y_i| + atol_i), atol_i from f->atolY. */
+static int aug_ewt(N_Vector Yv, N_Vector ewt, void *data) {
+  dsk_solver *s = data;
+  dsk_forward *f = s->fwd;
+  const double *Y = NV_DATA_S(Yv), *at = NV_DATA_S(f->atolY);
+  double *w = NV_DATA_S(ewt);
+  size_t n = (size_t)f->n, N = n * (size_t)(f->np + 1);
+  for (size_t i = 0; i < N; i++) {
+    double d = (i < n ? s->opt.rtol : sens_rtol(s)) * fabs(Y[i]) + at[i];
+    if (!(d > 0)) return -1;
+    w[i] = 1.0 / d;
+  }
+  return 0;
+}
+
 /* Restart the augmented system at t from f->Y towards tend. */
 static int ark_aug_restart(dsk_solver *s, dsk_forward *f, double t, dsk_status *st) {
   int expl = !s->implicit;
   f->mn_t = NAN;
   int flag = ARKStepReInit(f->amem, expl ? aug_rhs : NULL, expl ? NULL : aug_rhs, t, f->Y);
-  if (flag == ARK_SUCCESS) flag = ARKStepSVtolerances(f->amem, s->opt.rtol, f->atolY);
+  if (flag == ARK_SUCCESS && sens_rtol(s) == s->opt.rtol)
+    flag = ARKStepSVtolerances(f->amem, s->opt.rtol, f->atolY);
+  else if (flag == ARK_SUCCESS)
+    flag = ARKStepWFtolerances(f->amem, aug_ewt); /* another rtol for the s_k */
   if (flag == ARK_SUCCESS) flag = ARKStepSetMaxNumSteps(f->amem, s->opt.max_steps);
   if (flag == ARK_SUCCESS) flag = ARKStepSetInitStep(f->amem, s->opt.h0);
   return flag == ARK_SUCCESS ? DSK_OK : fwd_fail(s, f, flag, st);
@@ -543,6 +600,7 @@ void dsk_forward_free(dsk_solver *s) {
   if (f->atolY) N_VDestroy(f->atolY);
   if (f->S) N_VDestroyVectorArray(f->S, f->np);
   if (f->Sp) N_VDestroyVectorArray(f->Sp, f->np);
+  if (f->atolS) N_VDestroyVectorArray(f->atolS, f->np);
   free(f->pbar), free(f->ek), free(f->dtau), free(f->w), free(f->ow), free(f->bvals);
   free(f);
   s->fwd = NULL;
@@ -614,7 +672,7 @@ static int fwd_start(dsk_solver *s, dsk_forward *f, const double *p, double tend
     for (int b = 0; b <= np; b++)
       for (int i = 0; i < n; i++)
         at[(size_t)b * n + i] =
-            (s->atolv ? NV_Ith_S(s->atolv, i) : s->opt.atol) / (b ? f->pbar[b - 1] : 1.0);
+            b ? sens_atol(s, i) / f->pbar[b - 1] : (s->atolv ? NV_Ith_S(s->atolv, i) : s->opt.atol);
   }
   for (int k = 0; k < np; k++) {
     double *sk = fwd_s(f, k);

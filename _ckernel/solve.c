@@ -76,6 +76,9 @@ static int check_options(const dsk_solver_options *o, int n, dsk_status *st) {
   if (!(isfinite(o->adjoint_rtol) && o->adjoint_rtol >= 0 && isfinite(o->adjoint_atol) &&
         o->adjoint_atol >= 0))
     return dsk_status_set(st, DSK_E_ARG, "adjoint_rtol and adjoint_atol must be finite and >= 0");
+  if (!(isfinite(o->sens_rtol) && o->sens_rtol >= 0 && isfinite(o->sens_atol) &&
+        o->sens_atol >= 0))
+    return dsk_status_set(st, DSK_E_ARG, "sens_rtol and sens_atol must be finite and >= 0");
   if (o->checkpoint_steps < 0)
     return dsk_status_set(st, DSK_E_ARG, "checkpoint_steps must be >= 0 (got %d)",
                           o->checkpoint_steps);

@@ -132,6 +132,8 @@ cdef extern from "dsk.h" nogil:
         int checkpoint_steps
         double adjoint_rtol
         double adjoint_atol
+        double sens_rtol
+        double sens_atol
 
     void dsk_solver_options_default(dsk_solver_options *o)
 
@@ -450,7 +452,8 @@ cdef class Model:
 
 cdef object _fill_options(dsk_solver_options *o, Model model, double rtol, atol, double t0,
                           h0, long max_steps, str method, str linear_solver,
-                          int checkpoint_steps, double adjoint_rtol, double adjoint_atol):
+                          int checkpoint_steps, double adjoint_rtol, double adjoint_atol,
+                          double sens_rtol, double sens_atol):
     """Solver options from Python values (ValueError for bad ones); returns the
     per-state tolerance array that o.atol_vec points into (keep it alive), or None."""
     cdef double[::1] av
@@ -469,6 +472,8 @@ cdef object _fill_options(dsk_solver_options *o, Model model, double rtol, atol,
     o.checkpoint_steps = checkpoint_steps
     o.adjoint_rtol = adjoint_rtol
     o.adjoint_atol = adjoint_atol
+    o.sens_rtol = sens_rtol
+    o.sens_atol = sens_atol
     o.atol_vec = NULL
     if np.ndim(atol) == 0:
         o.atol = float(atol)
@@ -518,14 +523,15 @@ cdef class Solver:
 
     def __init__(self, Model model not None, double rtol=1e-6, atol=1e-6, double t0=0.0,
                  h0=None, long max_steps=100000, str method="bdf", str linear_solver="auto",
-                 int checkpoint_steps=0, double adjoint_rtol=0.0, double adjoint_atol=0.0):
+                 int checkpoint_steps=0, double adjoint_rtol=0.0, double adjoint_atol=0.0,
+                 double sens_rtol=0.0, double sens_atol=0.0):
         cdef dsk_solver_options o
         cdef dsk_status st
         cdef dsk_solver *s = NULL
         cdef int rc
         self._atol_vec = _fill_options(&o, model, rtol, atol, t0, h0, max_steps, method,
                                        linear_solver, checkpoint_steps, adjoint_rtol,
-                                       adjoint_atol)
+                                       adjoint_atol, sens_rtol, sens_atol)
         dsk_status_clear(&st)
         with nogil:
             rc = dsk_solver_create(model.ptr, &o, &s, &st)
@@ -879,14 +885,15 @@ cdef class Batch:
 
     def __init__(self, Model model not None, double rtol=1e-6, atol=1e-6, double t0=0.0,
                  h0=None, long max_steps=100000, str method="bdf", str linear_solver="auto",
-                 int checkpoint_steps=0, double adjoint_rtol=0.0, double adjoint_atol=0.0):
+                 int checkpoint_steps=0, double adjoint_rtol=0.0, double adjoint_atol=0.0,
+                 double sens_rtol=0.0, double sens_atol=0.0):
         cdef dsk_solver_options o
         cdef dsk_status st
         cdef dsk_batch *b = NULL
         cdef int rc
         self._atol_vec = _fill_options(&o, model, rtol, atol, t0, h0, max_steps, method,
                                        linear_solver, checkpoint_steps, adjoint_rtol,
-                                       adjoint_atol)
+                                       adjoint_atol, sens_rtol, sens_atol)
         dsk_status_clear(&st)
         with nogil:
             rc = dsk_batch_create(model.ptr, &o, &b, &st)

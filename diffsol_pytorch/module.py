@@ -210,6 +210,17 @@ class DiffsolModule:
         takes reverse mode from 5.9x to 2.7x a solve, the gradient's error from
         6e-7 to 4e-5). ``adjoint_atol`` is used as given (units of ``lambda``:
         loss per state). See docs/gradients.md.
+    sens_rtol, sens_atol : float or None, optional
+        Tolerances of the error control on forward sensitivities
+        (:meth:`forward_mode`, and gradients that ``gradient_method`` takes from
+        forward sensitivities). The sensitivity ``du/dp_k`` is checked against
+        ``sens_rtol`` and ``sens_atol / |p_k|``. None (the default): ``rtol`` and
+        ``atol``, so that sensitivities are as accurate as the solution. A looser
+        ``sens_rtol`` takes fewer steps where the sensitivities, not the solution,
+        limit the step size (rtol 1e-8, ``sens_rtol=1e-7``: the gradient of
+        Robertson by forward sensitivities from 3.3x to 2.5x a solve, its error
+        from 9e-8 to 1.3e-6; not every problem gains). :meth:`solve_dense` and the
+        adjoint are not affected. See docs/gradients.md.
 
     Attributes
     ----------
@@ -261,6 +272,8 @@ class DiffsolModule:
         gradient_method: str = "adjoint",
         adjoint_rtol: float | None = None,
         adjoint_atol: float | None = None,
+        sens_rtol: float | None = None,
+        sens_atol: float | None = None,
     ) -> None:
         if not isinstance(code, str):
             raise TypeError(f"code must be a str of DiffSL source, got {type(code).__name__}")
@@ -298,8 +311,10 @@ class DiffsolModule:
             raise ValueError(
                 f"checkpoint_steps must be None or a positive integer, got {checkpoint_steps!r}"
             )
-        adjoint_rtol = _check_adjoint_tol(adjoint_rtol, "adjoint_rtol")
-        adjoint_atol = _check_adjoint_tol(adjoint_atol, "adjoint_atol")
+        adjoint_rtol = _check_optional_tol(adjoint_rtol, "adjoint_rtol")
+        adjoint_atol = _check_optional_tol(adjoint_atol, "adjoint_atol")
+        sens_rtol = _check_optional_tol(sens_rtol, "sens_rtol")
+        sens_atol = _check_optional_tol(sens_atol, "sens_atol")
         atol_arr = _to_numpy(atol, "atol")[0] if not isinstance(atol, (int, float)) else None
         if atol_arr is not None and atol_arr.ndim == 0:
             atol = float(atol_arr)
@@ -324,6 +339,8 @@ class DiffsolModule:
         self.gradient_method = gradient_method
         self.adjoint_rtol = adjoint_rtol
         self.adjoint_atol = adjoint_atol
+        self.sens_rtol = sens_rtol
+        self.sens_atol = sens_atol
         self.last_gradient_method: str | None = None
         # "auto": the adjoint's cost over forward sensitivities, measured per output
         # times (autograd.record_adjoint_cost)
@@ -338,7 +355,8 @@ class DiffsolModule:
         self._solver = _kernel.Solver(
             self._model, rtol, self.atol, t0, h0, self.max_steps, method, linear_solver,
             checkpoint_steps=self.checkpoint_steps or 0, adjoint_rtol=adjoint_rtol or 0.0,
-            adjoint_atol=adjoint_atol or 0.0,
+            adjoint_atol=adjoint_atol or 0.0, sens_rtol=sens_rtol or 0.0,
+            sens_atol=sens_atol or 0.0,
         )
         if linear_solver != "auto" and self._solver.linear_solver == "none":
             # as SciPy's solve_ivp does for jac with an explicit method
@@ -361,6 +379,7 @@ class DiffsolModule:
                     self._model, self.rtol, self.atol, self.t0, self.h0, self.max_steps,
                     self.method, self.linear_solver, checkpoint_steps=self.checkpoint_steps or 0,
                     adjoint_rtol=self.adjoint_rtol or 0.0, adjoint_atol=self.adjoint_atol or 0.0,
+                    sens_rtol=self.sens_rtol or 0.0, sens_atol=self.sens_atol or 0.0,
                 )
             return self._batch
 
@@ -390,7 +409,8 @@ class DiffsolModule:
                     h0=self.h0, max_steps=self.max_steps, linear_solver=self.linear_solver,
                     threads=self.threads, checkpoint_steps=self.checkpoint_steps,
                     gradient_method=self.gradient_method, adjoint_rtol=self.adjoint_rtol,
-                    adjoint_atol=self.adjoint_atol)
+                    adjoint_atol=self.adjoint_atol, sens_rtol=self.sens_rtol,
+                    sens_atol=self.sens_atol)
 
     def __reduce__(self):
         return (_rebuild_module, (self.code, self._options()))
@@ -845,8 +865,8 @@ class Checkpoint:
         return _result(grad, self._dtype, self._device)
 
 
-def _check_adjoint_tol(value: Any, name: str) -> float | None:
-    """None, or a positive finite tolerance of the backward integration."""
+def _check_optional_tol(value: Any, name: str) -> float | None:
+    """None, or a positive finite tolerance (adjoint_rtol, sens_rtol, ...)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
