@@ -18,7 +18,9 @@
  *
  * DAEs (IDAS): the forward problem is M(p) u' = F(t, u, p), with M
  * independent of t and u (a t-dependent M is refused: the adjoint would need
- * (dM/dt)^T lambda, which the generated code does not give).  With the
+ * (dM/dt)^T lambda, which the generated code does not give; the ARKODE
+ * adjoint, sens_adjoint_arkode.c, integrates M^T lambda instead, which needs
+ * no dM/dt, but only for a non-singular M).  With the
  * sensitivities s = du/dp, M s' = F_u s + F_p - M_p u' (M_p u' = d(M v)/dp
  * at v = u'), and lambda solving the backward DAE
  *     M^T lambda' + F_u^T lambda = 0                                  (A)
@@ -904,8 +906,10 @@ static int idas_check_mass(dsk_solver *s, double t, dsk_status *st) {
   for (int k = 0; k < s->Mp->nnz; k++)
     if (s->mvals[k] != a->m0[k])
       return dsk_status_set(st, DSK_E_ARG,
-                            "reverse mode for models with M needs M independent of t; M "
-                            "changes between t = %g and t = %g",
+                            "reverse mode with IDAS (method 'bdf' with M) needs M independent "
+                            "of t; M changes between t = %g and t = %g (gradient_method="
+                            "'forward' handles a t-dependent M, and so does reverse mode with "
+                            "an ARKODE method when M is non-singular)",
                             s->opt.t0, t);
   return DSK_OK;
 }

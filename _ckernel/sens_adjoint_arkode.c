@@ -1,6 +1,7 @@
 /*
  * sens_adjoint_arkode.c - reverse mode for the ARKODE methods (tsit45, dopri5,
- * tr_bdf2, esdirk34) on models without M, with or without events.
+ * tr_bdf2, esdirk34), with or without events, with or without a non-singular
+ * mass matrix M (which may depend on t and the parameters).
  *
  * The same gradient as sens_adjoint.c (continuous adjoint):
  *   dL/dp = sum_j (d out/dp)^T g_j + lambda(t0)^T du0/dp + int_t0^T lambda^T dF/dp dt,
@@ -49,12 +50,30 @@
  * from dsk_event_adjoint (sens_adjoint.c, shared with CVODES), then a restart.
  * A stop without reset ends the forward pass; outputs after it are NaN and
  * must have a zero g.
+ *
+ * Mass matrix (M(t, p) u' = F, M non-singular): lambda solves
+ * (M^T lambda)' = -(dF/du)^T lambda (the derivative of lambda^T M s is then
+ * lambda^T (F_p - M_p u') for the sensitivities s, M s' + M_p u' = F_u s + F_p),
+ * and
+ *   dL/dp = sum_j (d out/dp)^T g_j + lambda(t0)^T M(t0) du0/dp
+ *         + int_t0^T lambda^T (F_p - M_p u') dt.
+ * The backward problem integrates w = M^T lambda:
+ *   w' = -(dF/du)^T M^-T w,   q' = (F_p - M_p u')^T M^-T w,
+ * so w jumps by (d out/du)^T g_j exactly as lambda does without M, the
+ * initial-state term is w(t0)^T du0/dp, and no derivative of M in t is
+ * needed.  Only the right-hand side, its Jacobian -(dF/du)^T M^-T =
+ * -(M^-1 dF/du)^T and the interpolant's u' = M^-1 F change.  Dense LUs of M
+ * and M^T (SUNDIALS' dense LU) are refactorised only when M's values change
+ * (once per pass for a t-independent M).  M_p u' (u' = M^-1 F at the
+ * interpolated state) is computed only when M depends on the parameters.
+ * Events with M are refused (their jump conditions here assume M = I).
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <arkode/arkode_arkstep.h>
+#include <sundials/sundials_dense.h>
 #include <sunlinsol/sunlinsol_dense.h>
 #include <sunmatrix/sunmatrix_dense.h>
 
@@ -102,6 +121,14 @@ struct dsk_adjoint_ark {
   SUNLinearSolver LS;
   double *bws, *gj, *ubar, *pbar, *uf;
   long bsteps, bstarts; /* this backward pass (s->stats.backward_*) */
+  /* models with M: LUs of M and M^T (SUNDIALS' dense LU, in place, pivots
+     mp / mtp), M's values at t0 in the pattern s->Mp (to check that it does
+     not change), lambda = M^-T w and u' = M^-1 F at the interpolated state */
+  int mass_p;      /* M depends on the parameters */
+  int mass_ok;     /* mlu, mtlu hold the LUs of the values in m0 */
+  SUNMatrix mlu, mtlu;
+  double *m0, *lam, *du, *mpbar;
+  sunindextype *mp, *mtp;
 };
 
 /* The backward problem's steps since its last (re)start into the pass's count. */
@@ -132,6 +159,10 @@ void dsk_adjoint_arkode_free(dsk_solver *s) {
   free(a->ew), free(a->fm), free(a->lm), free(a->pg), free(a->g12), free(a->ek);
   free(a->rt), free(a->ru), free(a->rf);
   free(a->bws), free(a->gj), free(a->ubar), free(a->pbar), free(a->uf);
+  if (a->mlu) SUNMatDestroy(a->mlu);
+  if (a->mtlu) SUNMatDestroy(a->mtlu);
+  free(a->m0), free(a->lam), free(a->du), free(a->mpbar);
+  free(a->mp), free(a->mtp);
   free(a);
   s->adj_ark = NULL;
 }
@@ -161,12 +192,32 @@ static int ark_state(dsk_solver *s, dsk_status *st) {
     a->g12 = calloc(2 * (size_t)s->nstop + 1, sizeof(double));
     a->ek = calloc((size_t)s->nstop + 1, sizeof(double));
   }
-  if ((s->nstop > 0 && (!a->ew || !a->fm || !a->lm || !a->pg || !a->g12 || !a->ek)) ||
+  int mass_ok = 1;
+  if (s->has_mass) {
+    size_t n = (size_t)a->n;
+    a->mlu = SUNDenseMatrix((sunindextype)n, (sunindextype)n, s->ctx);
+    a->mtlu = SUNDenseMatrix((sunindextype)n, (sunindextype)n, s->ctx);
+    a->m0 = calloc((size_t)s->Mp->nnz + 1, sizeof(double));
+    a->lam = calloc(n, sizeof(double));
+    a->du = calloc(n, sizeof(double));
+    a->mpbar = calloc((size_t)a->np + 1, sizeof(double));
+    a->mp = calloc(n, sizeof(sunindextype));
+    a->mtp = calloc(n, sizeof(sunindextype));
+    mass_ok = a->mlu && a->mtlu && a->m0 && a->lam && a->du && a->mpbar && a->mp && a->mtp;
+  }
+  if (!mass_ok || (s->nstop > 0 && (!a->ew || !a->fm || !a->lm || !a->pg || !a->g12 || !a->ek)) ||
       (!s->implicit && !a->vmid) || !a->Y || !a->bws || !a->gj || !a->ubar || !a->pbar || !a->uf) {
     dsk_adjoint_arkode_free(s);
     return dsk_status_set(st, DSK_E_NOMEM, "out of memory for the adjoint");
   }
   return DSK_OK;
+}
+
+static const char *method_name(const dsk_solver *s) {
+  return s->opt.method == DSK_TSIT45    ? "tsit45"
+         : s->opt.method == DSK_DOPRI5  ? "dopri5"
+         : s->opt.method == DSK_TR_BDF2 ? "tr_bdf2"
+                                        : "esdirk34";
 }
 
 static int check_supported(const dsk_solver *s, dsk_status *st) {
@@ -177,15 +228,16 @@ static int check_supported(const dsk_solver *s, dsk_status *st) {
     return dsk_status_set(st, DSK_E_ARG,
                           "reverse mode of the implicit ARKODE methods with the matrix-free "
                           "linear solver (spgmr) is not available; use method 'bdf'");
-  if (s->has_mass)
+  const dsk_gen_table *tab = s->tab;
+  if (s->has_mass && s->nstop > 0)
     return dsk_status_set(st, DSK_E_ARG,
                           "reverse mode with method '%s' (ARKODE) is not available for models "
-                          "with a mass matrix M yet; use method 'bdf'",
-                          s->opt.method == DSK_TSIT45   ? "tsit45"
-                          : s->opt.method == DSK_DOPRI5 ? "dopri5"
-                          : s->opt.method == DSK_TR_BDF2 ? "tr_bdf2"
-                                                         : "esdirk34");
-  const dsk_gen_table *tab = s->tab;
+                          "with both a mass matrix M and events; use method 'bdf' or "
+                          "gradient_method='forward'",
+                          method_name(s));
+  if (s->has_mass && tab->nparams > 0 && !tab->vjp_p[DSK_FN_MASS])
+    return dsk_status_set(st, DSK_E_ARG, "reverse mode with a mass matrix needs the adjoint of M "
+                                         "(recompile the model)");
   if (s->nstop > 0 && (!tab->vjp_x[DSK_FN_STOP] || !tab->vjp_p[DSK_FN_STOP] ||
                        !tab->jvp_x[DSK_FN_STOP] ||
                        (s->has_reset && (!tab->vjp_x[DSK_FN_RESET] || !tab->vjp_p[DSK_FN_RESET] ||
@@ -198,6 +250,73 @@ static int check_supported(const dsk_solver *s, dsk_status *st) {
 
 static int push_rec(dsk_solver *s, double t, const double *u, dsk_status *st);
 static int record_step(dsk_solver *s, double tret, dsk_status *st);
+
+/* ---- the mass matrix ------------------------------------------------------------ */
+
+/* M(t) and the LUs of M and M^T, refactorised only when M's values differ
+   from those factorised last (a t-independent M is factorised once per
+   pass).  0, the model's code of a failed M, or -1 when M is singular. */
+static int mass_at(dsk_solver *s, double t) {
+  struct dsk_adjoint_ark *a = s->adj_ark;
+  const dsk_sparsity *M = s->Mp;
+  int n = a->n;
+  int rc = dsk_lin_eval_mass(s, t);
+  if (rc) return rc;
+  if (a->mass_ok && memcmp(a->m0, s->mvals, (size_t)M->nnz * sizeof *a->m0) == 0) return 0;
+  a->mass_ok = 0;
+  memcpy(a->m0, s->mvals, (size_t)M->nnz * sizeof *a->m0);
+  SUNMatZero(a->mlu);
+  SUNMatZero(a->mtlu);
+  for (int j = 0; j < n; j++)
+    for (int k = M->colptr[j]; k < M->colptr[j + 1]; k++) {
+      SM_ELEMENT_D(a->mlu, M->rowidx[k], j) = s->mvals[k];
+      SM_ELEMENT_D(a->mtlu, j, M->rowidx[k]) = s->mvals[k];
+    }
+  if (SUNDlsMat_denseGETRF(SM_COLS_D(a->mlu), n, n, a->mp) != 0 ||
+      SUNDlsMat_denseGETRF(SM_COLS_D(a->mtlu), n, n, a->mtp) != 0)
+    return -1;
+  a->mass_ok = 1;
+  return 0;
+}
+
+/* At the start of a forward pass (parameters set): M(t0) factorised, and
+   whether M depends on the parameters ((M_p v)^T w at fixed v, w and two
+   times is exactly zero when it does not). */
+static int mass_start(dsk_solver *s, dsk_status *st) {
+  struct dsk_adjoint_ark *a = s->adj_ark;
+  int n = a->n;
+  double t0 = s->opt.t0;
+  a->mass_ok = 0;
+  int rc = mass_at(s, t0);
+  if (rc > 0 || rc < -1) {
+    st->t = t0;
+    return dsk_status_set(st, DSK_E_MODELFN, "model function M returned %d at t0 = %g", rc, t0);
+  }
+  if (rc)
+    return dsk_status_set(st, DSK_E_ARG,
+                          "reverse mode with method '%s' needs a non-singular mass matrix M, "
+                          "but M is singular at t0 with these parameters",
+                          method_name(s));
+  a->mass_p = 0;
+  for (int q = 0; q < 2 && a->np > 0 && !a->mass_p; q++) {
+    double tq = t0 + q * 0.7311;
+    for (int i = 0; i < n; i++) {
+      a->du[i] = 1.0 + 0.37 * sin(1.0 + i);
+      a->lam[i] = 1.0 + 0.29 * cos(2.0 + i);
+    }
+    rc = s->tab->vjp_p[DSK_FN_MASS](tq, a->du, a->lam, s->ws, a->bws, a->mpbar);
+    if (rc) return dsk_status_set(st, DSK_E_MODELFN, "the adjoint of M returned %d at t = %g", rc, tq);
+    for (int k = 0; k < a->np; k++)
+      if (a->mpbar[k] != 0.0) a->mass_p = 1;
+  }
+  return DSK_OK;
+}
+
+/* b = M^-1 b (trans = 0) or M^-T b (trans = 1), from the LUs of mass_at. */
+static void mass_solve(struct dsk_adjoint_ark *a, int trans, double *b) {
+  if (trans) SUNDlsMat_denseGETRS(SM_COLS_D(a->mtlu), a->n, a->mtp, b);
+  else SUNDlsMat_denseGETRS(SM_COLS_D(a->mlu), a->n, a->mp, b);
+}
 
 static int *grow_int(int *p, int cap, int *ok) {
   int *q = *ok ? realloc(p, (size_t)cap * sizeof *q) : NULL;
@@ -338,6 +457,7 @@ int dsk_arkode_forward_checkpointed(dsk_solver *s, const double *p, const double
   a->keep = s->opt.checkpoint_steps <= 0;
   long rec_bytes = 8L * (1L + (long)a->n * (s->implicit ? 2L : 3L));
   rc = dsk_solver_begin(s, p, times[nt - 1], st);
+  if (rc == DSK_OK && s->has_mass) rc = mass_start(s, st);
   if (rc == DSK_OK && s->nstop > 0) { /* a recomputation may have left them off */
     int flag = dsk_arkode_set_roots(s, 1);
     if (flag < 0) rc = dsk_solver_fail(s, flag, st);
@@ -420,10 +540,21 @@ static int push_rec(dsk_solver *s, double t, const double *u, dsk_status *st) {
   }
   a->rt[a->nrec] = t;
   memcpy(a->ru + (size_t)a->nrec * n, u, n * sizeof *u);
-  int frc = s->tab->eval[DSK_FN_RHS](t, u, s->ws, a->rf + (size_t)a->nrec * n);
+  double *f = a->rf + (size_t)a->nrec * n;
+  int frc = s->tab->eval[DSK_FN_RHS](t, u, s->ws, f);
   if (frc) {
     st->t = t;
     return dsk_status_set(st, DSK_E_MODELFN, "model function rhs returned %d at t = %g", frc, t);
+  }
+  if (s->has_mass) { /* the interpolant's u' = M(t)^-1 F */
+    frc = mass_at(s, t);
+    if (frc) {
+      st->t = t;
+      return frc == -1 ? dsk_status_set(st, DSK_E_SOLVER, "the mass matrix M is singular at t = %g", t)
+                       : dsk_status_set(st, DSK_E_MODELFN, "model function M returned %d at t = %g",
+                                        frc, t);
+    }
+    mass_solve(a, 0, f);
   }
   a->nrec++;
   return DSK_OK;
@@ -506,9 +637,17 @@ static void interp(struct dsk_adjoint_ark *a, double t, double *u) {
 static int rhs_b(realtype t, N_Vector Yv, N_Vector Ydot, void *data) {
   dsk_solver *s = data;
   struct dsk_adjoint_ark *a = s->adj_ark;
-  double *Y = NV_DATA_S(Yv), *out = NV_DATA_S(Ydot);
+  const double *Y = NV_DATA_S(Yv);
+  double *out = NV_DATA_S(Ydot);
   interp(a, t, a->uf);
   int rc;
+  if (s->has_mass) { /* Y holds w = M(t)^T lambda */
+    rc = mass_at(s, t);
+    if (rc) return dsk_solver_model_failed(s, "M (adjoint)", rc, t);
+    memcpy(a->lam, Y, (size_t)a->n * sizeof *a->lam);
+    mass_solve(a, 1, a->lam);
+    Y = a->lam;
+  }
   if (a->np > 0 && s->tab->vjp_xp[DSK_FN_RHS]) { /* lambda' and q' in one sweep */
     rc = s->tab->vjp_xp[DSK_FN_RHS](t, a->uf, Y, s->ws, a->bws, out, out + a->n);
     if (rc) return dsk_solver_model_failed(s, "rhs (adjoint)", rc, t);
@@ -520,11 +659,21 @@ static int rhs_b(realtype t, N_Vector Yv, N_Vector Ydot, void *data) {
       if (rc) return dsk_solver_model_failed(s, "rhs (adjoint quadrature)", rc, t);
     }
   }
+  if (a->mass_p) { /* q' -= (M_p u')^T lambda, u' = M^-1 F */
+    rc = s->tab->eval[DSK_FN_RHS](t, a->uf, s->ws, a->du);
+    if (rc == 0) {
+      mass_solve(a, 0, a->du);
+      rc = s->tab->vjp_p[DSK_FN_MASS](t, a->du, Y, s->ws, a->bws, a->mpbar);
+    }
+    if (rc) return dsk_solver_model_failed(s, "M (adjoint quadrature)", rc, t);
+    for (int k = 0; k < a->np; k++) out[a->n + k] -= a->mpbar[k];
+  }
   for (int i = 0; i < a->n; i++) out[i] = -out[i];
   return 0;
 }
 
-/* [-(dF/du)^T 0; 0 0] (the q rows' dependence on lambda left out). */
+/* [-(dF/du)^T 0; 0 0] (the q rows' dependence on lambda left out); with M,
+   -(dF/du)^T M^-T in the lambda block: row r is (M^-1 (row r)^T)^T. */
 static int jac_b(realtype t, N_Vector Yv, N_Vector fy, SUNMatrix J, void *data, N_Vector tmp1,
                  N_Vector tmp2, N_Vector tmp3) {
   dsk_solver *s = data;
@@ -534,6 +683,13 @@ static int jac_b(realtype t, N_Vector Yv, N_Vector fy, SUNMatrix J, void *data, 
   int rc = dsk_model_jac_values(s->model, t, a->uf, s->ws, s->dws, s->jwork, s->jvals);
   if (rc) return dsk_solver_model_failed(s, "rhs_jvp (adjoint)", rc, t);
   dsk_adjoint_dense_jt(s, J);
+  if (s->has_mass && (rc = mass_at(s, t)) != 0) return dsk_solver_model_failed(s, "M (adjoint)", rc, t);
+  if (s->has_mass)
+    for (int r = 0; r < a->n; r++) {
+      for (int c = 0; c < a->n; c++) a->du[c] = SM_ELEMENT_D(J, r, c);
+      mass_solve(a, 0, a->du);
+      for (int c = 0; c < a->n; c++) SM_ELEMENT_D(J, r, c) = a->du[c];
+    }
   return 0;
 }
 

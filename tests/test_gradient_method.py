@@ -138,9 +138,11 @@ def test_option_is_checked_and_kept():
 
 
 def test_auto_falls_back_to_forward_where_the_adjoint_does_not_reach():
-    """An ARKODE method on a model with a (non-singular) M has no adjoint: "adjoint"
-    refuses it, "auto" takes forward sensitivities (u' = -k u / m: u = exp(-k t / m))."""
-    code = "in_i { k = 0.8, mass = 2.0 }\nu { 1 }\ndudt { 0 }\nM { mass * dudt }\nF { -k * u }\n"
+    """An ARKODE method on a model with both a (non-singular) M and events has no adjoint:
+    "adjoint" refuses it, "auto" takes forward sensitivities (u' = -k u / m: u =
+    exp(-k t / m); the stop root at u = 0.1 lies after the last output time)."""
+    code = ("in_i { k = 0.8, mass = 2.0 }\nu { 1 }\ndudt { 0 }\nM { mass * dudt }\n"
+            "F { -k * u }\nstop { u - 0.1 }\n")
     ts = np.array([0.0, 1.0, 2.0])
     g = np.array([[0.0, 1.0, 0.5]])
     with pytest.raises(ValueError, match="reverse mode"):

@@ -588,17 +588,49 @@ static void test_arkode_methods(void) {
     }
   }
   {
-    /* refused: a mass matrix; a gradient after a stop without reset */
+    /* a mass matrix: m x' = -k x, x = exp(-k t / m), L = x(0) + x(1);
+       refused: M with events; a gradient after a stop without reset */
     dsk_model *mm = compile("in_i { m = 2, k = 0.5 }\nu { x = 1 }\ndudt { dxdt = 0 }\n"
                             "M { m * dxdt }\nF { -k * x }\n");
+    dsk_model *mev = compile("in_i { m = 2, k = 0.5 }\nu { x = 1 }\ndudt { dxdt = 0 }\n"
+                             "M { m * dxdt }\nF { -k * x }\nstop { x - 0.5 }\n");
     dsk_model *ev = compile("in_i { r = 1 }\nu { 1 }\nF { -r * u }\nstop { u - 0.5 }\n");
     const double p[2] = {2.0, 0.5}, t[2] = {0, 1}, g[2] = {1, 1};
+    const double e = exp(-p[1] / p[0]), want[2] = {e * p[1] / (p[0] * p[0]), -e / p[0]};
     double grad[2];
     dsk_status st;
-    dsk_solver *s = mm ? solver(mm, DSK_TSIT45, 1e-6, 1e-8) : NULL;
+    for (int q = 0; q < 4 && mm; q++) {
+      dsk_solver *s = solver(mm, methods[q], 1e-10, 1e-12);
+      if (!s) continue;
+      CHECK_MSG(dsk_solver_reverse(s, p, t, 2, g, grad, &st) == DSK_OK, "%s", st.msg);
+      double tol = methods[q] == DSK_TR_BDF2 ? 3e-5 : 1e-7;
+      for (int k = 0; k < 2; k++)
+        CHECK_MSG(fabs(grad[k] - want[k]) <= tol * fabs(want[k]),
+                  "method %d with M: dL/dp%d = %.10g, closed form %.10g", q, k, grad[k], want[k]);
+      dsk_solver_free(s);
+    }
+    /* M depending on t: (m + t) x' = -k x, x = (m / (m + t))^k */
+    dsk_model *mt = compile("in_i { m = 2, k = 0.5 }\nu { x = 1 }\ndudt { dxdt = 0 }\n"
+                            "M { (m + t) * dxdt }\nF { -k * x }\n");
+    const double r = p[0] / (p[0] + 1),
+                 want_t[2] = {p[1] * pow(r, p[1] - 1) / ((p[0] + 1) * (p[0] + 1)),
+                              pow(r, p[1]) * log(r)};
+    for (int q = 0; q < 4 && mt; q++) {
+      dsk_solver *s = solver(mt, methods[q], 1e-10, 1e-12);
+      if (!s) continue;
+      CHECK_MSG(dsk_solver_reverse(s, p, t, 2, g, grad, &st) == DSK_OK, "%s", st.msg);
+      double tol = methods[q] == DSK_TR_BDF2 ? 3e-5 : 1e-7;
+      for (int k = 0; k < 2; k++)
+        CHECK_MSG(fabs(grad[k] - want_t[k]) <= tol * fabs(want_t[k]),
+                  "method %d with M(t): dL/dp%d = %.10g, closed form %.10g", q, k, grad[k],
+                  want_t[k]);
+      dsk_solver_free(s);
+    }
+    if (mt) dsk_model_free(mt);
+    dsk_solver *s = mev ? solver(mev, DSK_TSIT45, 1e-6, 1e-8) : NULL;
     if (s) {
       CHECK(dsk_solver_reverse(s, p, t, 2, g, grad, &st) == DSK_E_ARG);
-      CHECK_CONTAINS(st.msg, "mass matrix");
+      CHECK_CONTAINS(st.msg, "mass matrix M and events");
       dsk_solver_free(s);
     }
     s = ev ? solver(ev, DSK_ESDIRK34, 1e-6, 1e-8) : NULL;
@@ -607,6 +639,7 @@ static void test_arkode_methods(void) {
       CHECK_CONTAINS(st.msg, "after the solve stopped");
       dsk_solver_free(s);
     }
+    if (mev) dsk_model_free(mev);
     if (mm) dsk_model_free(mm);
     if (ev) dsk_model_free(ev);
   }
