@@ -320,29 +320,34 @@ static int quad_b(realtype t, N_Vector y, N_Vector yB, N_Vector qBdot, void *dat
   return 0;
 }
 
-/* U^T in CSC (the rows of U), and tpos[k]: where entry k of U sits in it. */
-static int transpose_pattern(dsk_solver *s, dsk_status *st) {
-  struct dsk_adjoint *a = s->adj;
-  const dsk_sparsity *U = &s->U;
-  int n = s->n, *next;
-  a->tcolptr = calloc((size_t)n + 1, sizeof(int));
-  a->trowidx = malloc(((size_t)U->nnz + 1) * sizeof(int));
-  a->tpos = malloc(((size_t)U->nnz + 1) * sizeof(int));
-  next = malloc(((size_t)n + 1) * sizeof(int));
-  if (!a->tcolptr || !a->trowidx || !a->tpos || !next) {
-    free(next);
-    return dsk_status_set(st, DSK_E_NOMEM, "out of memory for the adjoint's pattern");
+/* U^T in CSC (the rows of U), and pos[k]: where entry k of U sits in it. */
+int dsk_pattern_transpose(const dsk_sparsity *U, int n, int **colptr, int **rowidx, int **pos) {
+  int *cp = calloc((size_t)n + 1, sizeof(int));
+  int *ri = malloc(((size_t)U->nnz + 1) * sizeof(int));
+  int *ps = malloc(((size_t)U->nnz + 1) * sizeof(int));
+  int *next = malloc(((size_t)n + 1) * sizeof(int));
+  if (!cp || !ri || !ps || !next) {
+    free(cp), free(ri), free(ps), free(next);
+    return -1;
   }
-  for (int k = 0; k < U->nnz; k++) a->tcolptr[U->rowidx[k] + 1]++;
-  for (int i = 0; i < n; i++) a->tcolptr[i + 1] += a->tcolptr[i];
-  memcpy(next, a->tcolptr, (size_t)n * sizeof(int));
+  for (int k = 0; k < U->nnz; k++) cp[U->rowidx[k] + 1]++;
+  for (int i = 0; i < n; i++) cp[i + 1] += cp[i];
+  memcpy(next, cp, (size_t)n * sizeof(int));
   for (int j = 0; j < n; j++) /* columns of U in order: rows of U^T sorted */
     for (int k = U->colptr[j]; k < U->colptr[j + 1]; k++) {
       int q = next[U->rowidx[k]]++;
-      a->trowidx[q] = j;
-      a->tpos[k] = q;
+      ri[q] = j;
+      ps[k] = q;
     }
   free(next);
+  *colptr = cp, *rowidx = ri, *pos = ps;
+  return 0;
+}
+
+static int transpose_pattern(dsk_solver *s, dsk_status *st) {
+  struct dsk_adjoint *a = s->adj;
+  if (dsk_pattern_transpose(&s->U, s->n, &a->tcolptr, &a->trowidx, &a->tpos))
+    return dsk_status_set(st, DSK_E_NOMEM, "out of memory for the adjoint's pattern");
   return DSK_OK;
 }
 

@@ -27,10 +27,12 @@
  * backward in time (decreasing tout, stop time at c_i):
  *   lambda' = -(dF/du)^T lambda  (generated vjp_x of F),
  *   q'      = (dF/dp)^T lambda   (generated vjp_p of F),
- * so q(t0) = -int_t0^T lambda^T F_p.  The implicit tables use a dense
+ * so q(t0) = -int_t0^T lambda^T F_p.  The implicit tables use an
  * (n + np) Newton matrix with Jacobian [-(dF/du)^T 0; 0 0]: the q rows'
  * dependence on lambda is left out (q does not feed back, so the modified
  * Newton iteration still converges, the q part one iteration after lambda).
+ * It is sparse (KLU on the transposed Newton pattern plus q's diagonal) when
+ * the solver's linear solver is KLU and there is no M, else dense.
  * The backward integrator carries on across checkpoint boundaries and is
  * re-initialised only where lambda jumps (output times with a non-zero g,
  * events).  When the whole forward trajectory's records fit in
@@ -75,7 +77,9 @@
 #include <arkode/arkode_arkstep.h>
 #include <sundials/sundials_dense.h>
 #include <sunlinsol/sunlinsol_dense.h>
+#include <sunlinsol/sunlinsol_klu.h>
 #include <sunmatrix/sunmatrix_dense.h>
+#include <sunmatrix/sunmatrix_sparse.h>
 
 #include "solve.h"
 
@@ -119,6 +123,10 @@ struct dsk_adjoint_ark {
   N_Vector Y;
   SUNMatrix A;
   SUNLinearSolver LS;
+  /* implicit tables with KLU: the pattern of the Newton matrix, U^T for
+     lambda (U: the forward's Newton pattern, diagonal included) and the
+     diagonal for q, and where entry k of U sits in it */
+  int *tcolptr, *trowidx, *tpos;
   double *bws, *gj, *ubar, *pbar, *uf;
   long bsteps, bstarts; /* this backward pass (s->stats.backward_*) */
   /* models with M: LUs of M and M^T (SUNDIALS' dense LU, in place, pivots
@@ -163,6 +171,7 @@ void dsk_adjoint_arkode_free(dsk_solver *s) {
   if (a->mtlu) SUNMatDestroy(a->mtlu);
   free(a->m0), free(a->lam), free(a->du), free(a->mpbar);
   free(a->mp), free(a->mtp);
+  free(a->tcolptr), free(a->trowidx), free(a->tpos);
   free(a);
   s->adj_ark = NULL;
 }
@@ -682,6 +691,19 @@ static int jac_b(realtype t, N_Vector Yv, N_Vector fy, SUNMatrix J, void *data, 
   interp(a, t, a->uf);
   int rc = dsk_model_jac_values(s->model, t, a->uf, s->ws, s->dws, s->jwork, s->jvals);
   if (rc) return dsk_solver_model_failed(s, "rhs_jvp (adjoint)", rc, t);
+  if (SUNMatGetID(J) == SUNMATRIX_SPARSE) { /* KLU (no M): -(dF/du)^T on U^T, zero q block */
+    const dsk_sparsity *P = dsk_model_jac_pattern(s->model);
+    sunindextype *cp = SM_INDEXPTRS_S(J), *ri = SM_INDEXVALS_S(J);
+    double *x = SM_DATA_S(J);
+    int N = a->n + a->np;
+    for (int j = 0; j <= N; j++) cp[j] = (sunindextype)a->tcolptr[j];
+    for (int k = 0; k < a->tcolptr[N]; k++) {
+      ri[k] = (sunindextype)a->trowidx[k];
+      x[k] = 0.0;
+    }
+    for (int k = 0; k < P->nnz; k++) x[a->tpos[s->jmap[k]]] = -s->jvals[k];
+    return 0;
+  }
   dsk_adjoint_dense_jt(s, J);
   if (s->has_mass && (rc = mass_at(s, t)) != 0) return dsk_solver_model_failed(s, "M (adjoint)", rc, t);
   if (s->has_mass)
@@ -694,6 +716,27 @@ static int jac_b(realtype t, N_Vector Yv, N_Vector fy, SUNMatrix J, void *data, 
 }
 
 #define ark_fail dsk_adjoint_fail
+
+/* The KLU pattern of the backward Newton matrix (first use): U^T for lambda,
+   then the q block's diagonal. */
+static int sparse_pattern(dsk_solver *s, dsk_status *st) {
+  struct dsk_adjoint_ark *a = s->adj_ark;
+  if (a->tcolptr) return DSK_OK;
+  int n = a->n, N = a->n + a->np, *cp, *ri;
+  if (dsk_pattern_transpose(&s->U, n, &a->tcolptr, &a->trowidx, &a->tpos))
+    return dsk_status_set(st, DSK_E_NOMEM, "out of memory for the adjoint's pattern");
+  int nnz = a->tcolptr[n];
+  cp = realloc(a->tcolptr, ((size_t)N + 1) * sizeof *cp);
+  if (cp) a->tcolptr = cp;
+  ri = cp ? realloc(a->trowidx, ((size_t)nnz + (size_t)a->np + 1) * sizeof *ri) : NULL;
+  if (ri) a->trowidx = ri;
+  if (!cp || !ri) return dsk_status_set(st, DSK_E_NOMEM, "out of memory for the adjoint's pattern");
+  for (int k = 0; k < a->np; k++) {
+    a->trowidx[nnz + k] = n + k;
+    a->tcolptr[n + k + 1] = nnz + k + 1;
+  }
+  return DSK_OK;
+}
 
 /* Creates (first use) or re-initialises the backward problem at tB0 from a->Y. */
 static int start_b(dsk_solver *s, double tB0, dsk_status *st) {
@@ -714,9 +757,20 @@ static int start_b(dsk_solver *s, double tB0, dsk_status *st) {
     }
     if (flag == ARK_SUCCESS && s->implicit) {
       sunindextype N = (sunindextype)(a->n + a->np);
-      a->A = SUNDenseMatrix(N, N, s->ctx);
+      if (s->linsol == DSK_LS_KLU && !s->has_mass) {
+        /* KLU on U^T (the lambda block) plus the q block's diagonal, AMD as
+           the forward's (with M the block -(M^-1 dF/du)^T is dense: dense LU) */
+        int rc = sparse_pattern(s, st);
+        if (rc != DSK_OK) return rc;
+        a->A = SUNSparseMatrix(N, N, a->tcolptr[N], CSC_MAT, s->ctx);
+        a->LS = a->A ? SUNLinSol_KLU(a->Y, a->A, s->ctx) : NULL;
+        if (a->LS && SUNLinSol_KLUSetOrdering(a->LS, 0) != SUNLS_SUCCESS)
+          return dsk_status_set(st, DSK_E_SOLVER, "SUNLinSol_KLUSetOrdering failed (adjoint)");
+      } else {
+        a->A = SUNDenseMatrix(N, N, s->ctx);
+        a->LS = a->A ? SUNLinSol_Dense(a->Y, a->A, s->ctx) : NULL;
+      }
       if (a->A) dsk_mat_tune(a->A);
-      a->LS = a->A ? SUNLinSol_Dense(a->Y, a->A, s->ctx) : NULL;
       if (!a->A || !a->LS) return dsk_status_set(st, DSK_E_NOMEM, "out of memory (adjoint)");
       call = "ARKStepSetLinearSolver", flag = ARKStepSetLinearSolver(a->bmem, a->LS, a->A);
       if (flag == ARK_SUCCESS) call = "ARKStepSetJacFn", flag = ARKStepSetJacFn(a->bmem, jac_b);

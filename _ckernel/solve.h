@@ -207,6 +207,9 @@ void dsk_adjoint_free(dsk_solver *s);
 int dsk_adjoint_fail(dsk_solver *s, int flag, const char *call, dsk_status *st);
 /* JB = -(dF/du)^T (dense) from the Jacobian values in s->jvals. */
 void dsk_adjoint_dense_jt(const dsk_solver *s, SUNMatrix JB);
+/* The transpose of the CSC pattern U (n x n) in CSC, and pos[k]: where entry k
+   of U sits in it (malloc'd; the caller frees them); -1 when out of memory. */
+int dsk_pattern_transpose(const dsk_sparsity *U, int n, int **colptr, int **rowidx, int **pos);
 
 /* Scratch of dsk_event_adjoint: w 6 n, g12 2 nstop, ek nstop (kept zero),
    pg and pbar nparams, bws the adjoint workspace (nws). */
