@@ -68,7 +68,10 @@
  * and M^T (SUNDIALS' dense LU) are refactorised only when M's values change
  * (once per pass for a t-independent M).  M_p u' (u' = M^-1 F at the
  * interpolated state) is computed only when M depends on the parameters.
- * Events with M are refused (their jump conditions here assume M = I).
+ * w is the adjoint of the ODE u' = f = M^-1 F (w' = -f_u^T w, and the
+ * gradient integrand w^T f_p is lambda^T (F_p - M_p u')), so an event's jump
+ * is dsk_event_adjoint's for that ODE: with u' = M^-1 F before and after the
+ * reset.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -107,6 +110,7 @@ struct dsk_adjoint_ark {
   double *ev_t, *ev_u;
   int *ev_k, *ev_N;
   double *ew, *fm, *lm, *pg, *g12, *ek; /* scratch of dsk_event_adjoint */
+  double *fpm;     /* with M: u' after a reset (n), the state after it (n) */
   /* the recomputed interval (or the kept trajectory): times, states and F at
      every step; the interpolant reads records lo..hi */
   int nrec, reccap, seg, lo, hi;
@@ -164,7 +168,7 @@ void dsk_adjoint_arkode_free(dsk_solver *s) {
   free(a->ck_t), free(a->ck_u), free(a->ck_j), free(a->ck_jn), free(a->ck_N), free(a->ck_e0),
       free(a->ck_ne), free(a->ck_rec);
   free(a->ev_t), free(a->ev_u), free(a->ev_k), free(a->ev_N);
-  free(a->ew), free(a->fm), free(a->lm), free(a->pg), free(a->g12), free(a->ek);
+  free(a->ew), free(a->fm), free(a->lm), free(a->pg), free(a->g12), free(a->ek), free(a->fpm);
   free(a->rt), free(a->ru), free(a->rf);
   free(a->bws), free(a->gj), free(a->ubar), free(a->pbar), free(a->uf);
   if (a->mlu) SUNMatDestroy(a->mlu);
@@ -200,6 +204,7 @@ static int ark_state(dsk_solver *s, dsk_status *st) {
     a->pg = calloc((size_t)a->np + 1, sizeof(double));
     a->g12 = calloc(2 * (size_t)s->nstop + 1, sizeof(double));
     a->ek = calloc((size_t)s->nstop + 1, sizeof(double));
+    a->fpm = calloc(2 * (size_t)a->n + 1, sizeof(double));
   }
   int mass_ok = 1;
   if (s->has_mass) {
@@ -214,7 +219,7 @@ static int ark_state(dsk_solver *s, dsk_status *st) {
     a->mtp = calloc(n, sizeof(sunindextype));
     mass_ok = a->mlu && a->mtlu && a->m0 && a->lam && a->du && a->mpbar && a->mp && a->mtp;
   }
-  if (!mass_ok || (s->nstop > 0 && (!a->ew || !a->fm || !a->lm || !a->pg || !a->g12 || !a->ek)) ||
+  if (!mass_ok || (s->nstop > 0 && (!a->ew || !a->fm || !a->lm || !a->pg || !a->g12 || !a->ek || !a->fpm)) ||
       (!s->implicit && !a->vmid) || !a->Y || !a->bws || !a->gj || !a->ubar || !a->pbar || !a->uf) {
     dsk_adjoint_arkode_free(s);
     return dsk_status_set(st, DSK_E_NOMEM, "out of memory for the adjoint");
@@ -238,12 +243,6 @@ static int check_supported(const dsk_solver *s, dsk_status *st) {
                           "reverse mode of the implicit ARKODE methods with the matrix-free "
                           "linear solver (spgmr) is not available; use method 'bdf'");
   const dsk_gen_table *tab = s->tab;
-  if (s->has_mass && s->nstop > 0)
-    return dsk_status_set(st, DSK_E_ARG,
-                          "reverse mode with method '%s' (ARKODE) is not available for models "
-                          "with both a mass matrix M and events; use method 'bdf' or "
-                          "gradient_method='forward'",
-                          method_name(s));
   if (s->has_mass && tab->nparams > 0 && !tab->vjp_p[DSK_FN_MASS])
     return dsk_status_set(st, DSK_E_ARG, "reverse mode with a mass matrix needs the adjoint of M "
                                          "(recompile the model)");
@@ -857,11 +856,25 @@ static int back_over_checkpoint(dsk_solver *s, int c, const double *g, int jmax,
     dsk_event_work w = {a->ew, a->g12, a->ek, a->pg, a->pbar, a->bws};
     s->ws[s->tab->n_slot] = (double)a->ev_N[e];
     int frc = s->tab->eval[DSK_FN_RHS](t, u, s->ws, a->fm);
+    const double *fp = NULL;
+    if (frc == 0 && s->has_mass) {
+      /* w = M^T lambda is the adjoint of u' = M^-1 F: the jump of that ODE, with
+         u' = M^-1 F before and after the reset */
+      frc = mass_at(s, t);
+      if (frc == 0) {
+        mass_solve(a, 0, a->fm);
+        s->ws[s->tab->n_slot] = (double)a->ev_k[e];
+        frc = s->tab->eval[DSK_FN_RESET](t, u, s->ws, a->fpm + a->n);
+        if (frc == 0) frc = s->tab->eval[DSK_FN_RHS](t, a->fpm + a->n, s->ws, a->fpm);
+        if (frc == 0) mass_solve(a, 0, a->fpm), fp = a->fpm;
+      }
+    }
     if (frc) {
       st->t = t;
-      return dsk_status_set(st, DSK_E_MODELFN, "rhs (adjoint) returned %d at t = %g", frc, t);
+      return dsk_status_set(st, DSK_E_MODELFN, "rhs, reset or M (adjoint) returned %d at t = %g",
+                            frc, t);
     }
-    rc = dsk_event_adjoint(s, t, u, a->ev_k[e], a->ev_N[e], a->fm, NULL, lam, grad, a->lm, &w, st);
+    rc = dsk_event_adjoint(s, t, u, a->ev_k[e], a->ev_N[e], a->fm, fp, lam, grad, a->lm, &w, st);
     if (rc == DSK_OK) memcpy(lam, a->lm, (size_t)a->n * sizeof *lam);
     *jumped = 1;
   }

@@ -104,6 +104,31 @@ def auto_row(n: int, nt: int) -> dict:
     return out
 
 
+def sens_tol_row(name, code, times, **options):
+    """The gradient by forward sensitivities (gradient_method="forward") with
+    sens_rtol None / 1e-7 / 1e-6: time over a plain solve, steps, and the max error
+    relative to the largest entry, against forward mode at rtol 1e-12."""
+    g = None
+    ref = None
+    out = dict(problem=name)
+    for srt in (None, 1e-7, 1e-6):
+        m = dsp.DiffsolModule(code, rtol=1e-8, atol=1e-10, gradient_method="forward",
+                              sens_rtol=srt, **options)
+        p = m.default_params.numpy()
+        if g is None:
+            g = np.random.default_rng(0).standard_normal((m.nout, len(times)))
+            ref = dsp.DiffsolModule(code, rtol=1e-12, atol=1e-14, gradient_method="forward",
+                                    **options).reverse_mode(p, times, g).numpy()
+        grad = m.reverse_mode(p, times, g).numpy()
+        steps = m.stats["steps"]  # of the forward-sensitivity solve
+        key = "default" if srt is None else f"{srt:g}"
+        out[key] = dict(
+            ratio=best_time(lambda: m.reverse_mode(p, times, g)) / best_time(
+                lambda: m.solve_dense(p, times)),
+            steps=steps, error=float(np.abs(grad - ref).max() / np.abs(ref).max()))
+    return out
+
+
 def row(name, code, times, forward=True, **options):
     m = dsp.DiffsolModule(code, rtol=1e-8, atol=1e-10, **options)
     p = m.default_params.numpy()
@@ -178,6 +203,25 @@ def main() -> None:
         r = row(f"dae_params_{p}", many_params_dae(p), np.linspace(0, 20, 21), forward=False)
         scale_dae.append(r)
         print(f"{p:>4} {r['reverse_ratio']:>14.2f}")
+    print("\nforward sensitivities with sens_rtol (rtol 1e-8): gradient / solve, error")
+    sens_tol = []
+    for name, code, times, opt in [
+        ("robertson_ode", (MODELS / "robertson_ode.ds").read_text(), np.logspace(-4, 4, 9), {}),
+        ("robertson_dae", (MODELS / "robertson_dae.ds").read_text(), np.logspace(-4, 4, 9), {}),
+        ("lotka_volterra", (MODELS / "lotka_volterra.ds").read_text(), np.linspace(0, 20, 41),
+         {}),
+        ("heat1d_200_klu", heat(200), np.linspace(0, 0.1, 11), {"linear_solver": "klu"}),
+        ("chain16", chain(np.logspace(-2, 4, 16)), np.logspace(-3, 2, 51), {}),
+        ("lv_tsit45", (MODELS / "lotka_volterra.ds").read_text(), np.linspace(0, 20, 41),
+         {"method": "tsit45"}),
+        ("robertson_esdirk34", (MODELS / "robertson_ode.ds").read_text(),
+         np.logspace(-4, 4, 9), {"method": "esdirk34"}),
+    ]:
+        r = sens_tol_row(name, code, times, **opt)
+        sens_tol.append(r)
+        cells = "  ".join(f"{k}: {v['ratio']:.2f}x {v['error']:.1e} ({v['steps']} steps)"
+                          for k, v in r.items() if k != "problem")
+        print(f"{name:<20} {cells}")
     print('\ngradient_method="auto" on a stiff decay chain (rates 1e-2 to 1e4), '
           "gradient / solve:")
     print(f"{'problem':<8} {'np':>3} {'nt':>3} {'adjoint':>8} {'forward':>8} {'auto 1st':>9} "
@@ -191,7 +235,7 @@ def main() -> None:
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(
             {"problems": rows, "gradient_method": methods, "scaling": scale,
-             "scaling_dae": scale_dae, "auto_chain": autos}, indent=2))
+             "scaling_dae": scale_dae, "auto_chain": autos, "sens_rtol": sens_tol}, indent=2))
 
 
 if __name__ == "__main__":

@@ -204,20 +204,63 @@ def test_implicit_tables_with_klu(method):
     assert cost["klu"] < 0.3 * cost["dense"], cost
 
 
-def test_refusals_mass_matrix_with_events():
-    """M together with events is refused by the ARKODE adjoint (its jump conditions assume
-    M = I); forward sensitivities take them."""
-    code = ("in_i { m = 2, k = 0.5 }\nu { x = 1 }\ndudt { dxdt = 0 }\nM { m * dxdt }\n"
-            "F { -k * x }\nstop { x - 0.5 }\n")
-    mass = dsp.DiffsolModule(code, method="tsit45")
-    with pytest.raises(ValueError, match="mass matrix M and events"):
-        mass.reverse_mode([2.0, 0.5], [0.0, 1.0], np.ones((1, 2)))
-    fwd = dsp.DiffsolModule(code, method="tsit45", gradient_method="forward", rtol=1e-10,
-                            atol=1e-12)
-    # x = exp(-k t / m) until x = 0.5 at t = m ln 2 / k = 2.77: L = x(0) + x(1)
-    e = np.exp(-0.25)
-    np.testing.assert_allclose(fwd.reverse_mode([2.0, 0.5], [0.0, 1.0], np.ones((1, 2))).numpy(),
-                               [e * 0.5 / 4, -e / 2], rtol=1e-7)
+DOSING_M = """in_i { cl = 2.0, vol = 10.0 }
+tdose_i { 4.0, 8.0, 12.0 }
+u_i { c = 5.0 }
+dudt_i { dc = 0 }
+M_i { vol * dc }
+F_i { -cl * c }
+stop_i { tdose_i - t }
+reset_i { c + 50.0 / vol }
+"""
+
+SAWTOOTH_M = """in_i { m = 2.0, k = 0.5 }
+u { x = 1.0 }
+dudt { dx = 0 }
+M { m * dx }
+F { -k * x }
+stop { x - 0.5 }
+reset { 1.0 }
+"""
+
+
+@pytest.mark.parametrize("method", ["tsit45", "dopri5", "esdirk34"])
+def test_mass_matrix_with_events(method):
+    """M with events: w = M^T lambda is the adjoint of u' = M^-1 F, whose event jumps are
+    those of the ODE. Dosing written with a volume in M (fixed event times:
+    c = 5 e^(-k t) + sum_d 50 / vol e^(-k (t - d)), k = cl / vol) and a sawtooth whose
+    event times depend on the parameters (m x' = -k x, reset to 1 at x = 0.5: x = 2^n
+    e^(-k t / m) on the n-th tooth, tau = m ln 2 / k); closed forms."""
+    ts = np.array([1.0, 3.0, 5.0, 7.5, 9.0, 13.0, 15.0])
+    g = np.random.default_rng(0).standard_normal((1, ts.size))
+
+    def conc(cl, vol):
+        k = cl / vol
+        return 5.0 * np.exp(-k * ts) + sum((ts >= d) * 50 / vol * np.exp(-k * (ts - d))
+                                           for d in (4.0, 8.0, 12.0))
+
+    # d/dcl and d/dvol of the closed form, by hand
+    cl, vol = 2.0, 10.0
+    k = cl / vol
+    dk = np.array([1 / vol, -cl / vol**2])
+    terms = [(5.0 * np.exp(-k * ts), ts, 0.0)] + [
+        ((ts >= d) * 50 / vol * np.exp(-k * (ts - d)), ts - d, -1 / vol) for d in (4, 8, 12)]
+    want = [sum(float((g[0] * c * (-tt * dk[q] + (dv if q == 1 else 0.0))).sum())
+                for c, tt, dv in terms) for q in range(2)]
+    m = dsp.DiffsolModule(DOSING_M, method=method, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(m.solve_dense([cl, vol], ts).numpy()[0], conc(cl, vol),
+                               rtol=1e-8)
+    np.testing.assert_allclose(m.reverse_mode([cl, vol], ts, g).numpy(), want, rtol=1e-6)
+    assert m.last_gradient_method == "adjoint"
+
+    ts = np.array([1.0, 3.0, 4.5, 6.0, 9.5, 12.0])
+    g = np.random.default_rng(1).standard_normal((1, ts.size))
+    mm, kk = 2.0, 0.5
+    x = 2 ** np.floor(ts / (mm * np.log(2) / kk)) * np.exp(-kk / mm * ts)
+    want = [float((g[0] * x * kk * ts / mm**2).sum()), float((g[0] * x * -ts / mm).sum())]
+    m = dsp.DiffsolModule(SAWTOOTH_M, method=method, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(m.reverse_mode([mm, kk], ts, g).numpy(), want, rtol=1e-6)
+    assert m.stats["events"] == 4
 
 
 def test_idas_refuses_time_dependent_mass_and_names_the_alternatives():

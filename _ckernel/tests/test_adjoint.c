@@ -613,12 +613,12 @@ static void test_arkode_methods(void) {
     }
   }
   {
-    /* a mass matrix: m x' = -k x, x = exp(-k t / m), L = x(0) + x(1);
-       refused: M with events; a gradient after a stop without reset */
+    /* a mass matrix: m x' = -k x, x = exp(-k t / m), L = x(0) + x(1); with events (a
+       sawtooth: reset to 1 at x = 0.5); refused: a gradient after a stop without reset */
     dsk_model *mm = compile("in_i { m = 2, k = 0.5 }\nu { x = 1 }\ndudt { dxdt = 0 }\n"
                             "M { m * dxdt }\nF { -k * x }\n");
     dsk_model *mev = compile("in_i { m = 2, k = 0.5 }\nu { x = 1 }\ndudt { dxdt = 0 }\n"
-                             "M { m * dxdt }\nF { -k * x }\nstop { x - 0.5 }\n");
+                             "M { m * dxdt }\nF { -k * x }\nstop { x - 0.5 }\nreset { 1 }\n");
     dsk_model *ev = compile("in_i { r = 1 }\nu { 1 }\nF { -r * u }\nstop { u - 0.5 }\n");
     const double p[2] = {2.0, 0.5}, t[2] = {0, 1}, g[2] = {1, 1};
     const double e = exp(-p[1] / p[0]), want[2] = {e * p[1] / (p[0] * p[0]), -e / p[0]};
@@ -645,12 +645,21 @@ static void test_arkode_methods(void) {
         dsk_solver_free(s);
       }
     if (mt) dsk_model_free(mt);
-    dsk_solver *s = mev ? solver(mev, DSK_TSIT45, 1e-6, 1e-8) : NULL;
-    if (s) {
-      CHECK(dsk_solver_reverse(s, p, t, 2, g, grad, &st) == DSK_E_ARG);
-      CHECK_CONTAINS(st.msg, "mass matrix M and events");
+    /* the sawtooth at t = 6 (event times m ln 2 / k = 2.77, 5.55): x = 4 e^(-k t / m) */
+    const double t6[2] = {0, 6}, x6 = 4 * exp(-p[1] / p[0] * 6),
+                 want6[2] = {x6 * p[1] * 6 / (p[0] * p[0]), -x6 * 6 / p[0]};
+    for (int q = 0; q < 4 && mev; q++) {
+      if (methods[q] == DSK_TR_BDF2) continue; /* no events */
+      dsk_solver *s = solver(mev, methods[q], 1e-10, 1e-12);
+      if (!s) continue;
+      CHECK_MSG(dsk_solver_reverse(s, p, t6, 2, g, grad, &st) == DSK_OK, "%s", st.msg);
+      for (int k = 0; k < 2; k++)
+        CHECK_MSG(fabs(grad[k] - want6[k]) <= 1e-7 * fabs(want6[k]),
+                  "method %d with M and events: dL/dp%d = %.10g, closed form %.10g", q, k,
+                  grad[k], want6[k]);
       dsk_solver_free(s);
     }
+    dsk_solver *s;
     s = ev ? solver(ev, DSK_ESDIRK34, 1e-6, 1e-8) : NULL;
     if (s) {
       CHECK(dsk_solver_reverse(s, p, t, 2, g, grad, &st) == DSK_E_ARG);
