@@ -137,7 +137,9 @@ struct dsk_adjoint_ark {
      mp / mtp), M's values at t0 in the pattern s->Mp (to check that it does
      not change), lambda = M^-T w and u' = M^-1 F at the interpolated state */
   int mass_p;      /* M depends on the parameters */
-  int mass_ok;     /* mlu, mtlu hold the LUs of the values in m0 */
+  int mass_ok;     /* mlu, mtlu (or minv) hold the LUs (inverse) of the values in m0 */
+  int mdiag;       /* M's pattern is the diagonal: minv = 1 / diag(M), no LUs */
+  double *minv;
   SUNMatrix mlu, mtlu;
   double *m0, *lam, *du, *mpbar;
   sunindextype *mp, *mtp;
@@ -174,7 +176,7 @@ void dsk_adjoint_arkode_free(dsk_solver *s) {
   if (a->mlu) SUNMatDestroy(a->mlu);
   if (a->mtlu) SUNMatDestroy(a->mtlu);
   free(a->m0), free(a->lam), free(a->du), free(a->mpbar);
-  free(a->mp), free(a->mtp);
+  free(a->mp), free(a->mtp), free(a->minv);
   free(a->tcolptr), free(a->trowidx), free(a->tpos);
   free(a);
   s->adj_ark = NULL;
@@ -209,15 +211,24 @@ static int ark_state(dsk_solver *s, dsk_status *st) {
   int mass_ok = 1;
   if (s->has_mass) {
     size_t n = (size_t)a->n;
-    a->mlu = SUNDenseMatrix((sunindextype)n, (sunindextype)n, s->ctx);
-    a->mtlu = SUNDenseMatrix((sunindextype)n, (sunindextype)n, s->ctx);
+    const dsk_sparsity *M = s->Mp;
+    a->mdiag = M->nnz == a->n;
+    for (int j = 0; j < a->n && a->mdiag; j++)
+      a->mdiag = M->colptr[j] == j && M->rowidx[j] == j;
+    if (a->mdiag) {
+      a->minv = calloc(n, sizeof(double));
+    } else {
+      a->mlu = SUNDenseMatrix((sunindextype)n, (sunindextype)n, s->ctx);
+      a->mtlu = SUNDenseMatrix((sunindextype)n, (sunindextype)n, s->ctx);
+      a->mp = calloc(n, sizeof(sunindextype));
+      a->mtp = calloc(n, sizeof(sunindextype));
+    }
     a->m0 = calloc((size_t)s->Mp->nnz + 1, sizeof(double));
     a->lam = calloc(n, sizeof(double));
     a->du = calloc(n, sizeof(double));
     a->mpbar = calloc((size_t)a->np + 1, sizeof(double));
-    a->mp = calloc(n, sizeof(sunindextype));
-    a->mtp = calloc(n, sizeof(sunindextype));
-    mass_ok = a->mlu && a->mtlu && a->m0 && a->lam && a->du && a->mpbar && a->mp && a->mtp;
+    mass_ok = (a->mdiag ? a->minv != NULL : a->mlu && a->mtlu && a->mp && a->mtp) && a->m0 &&
+              a->lam && a->du && a->mpbar;
   }
   if (!mass_ok || (s->nstop > 0 && (!a->ew || !a->fm || !a->lm || !a->pg || !a->g12 || !a->ek || !a->fpm)) ||
       (!s->implicit && !a->vmid) || !a->Y || !a->bws || !a->gj || !a->ubar || !a->pbar || !a->uf) {
@@ -273,6 +284,14 @@ static int mass_at(dsk_solver *s, double t) {
   if (a->mass_ok && memcmp(a->m0, s->mvals, (size_t)M->nnz * sizeof *a->m0) == 0) return 0;
   a->mass_ok = 0;
   memcpy(a->m0, s->mvals, (size_t)M->nnz * sizeof *a->m0);
+  if (a->mdiag) {
+    for (int j = 0; j < n; j++) {
+      if (s->mvals[j] == 0.0) return -1;
+      a->minv[j] = 1.0 / s->mvals[j];
+    }
+    a->mass_ok = 1;
+    return 0;
+  }
   SUNMatZero(a->mlu);
   SUNMatZero(a->mtlu);
   for (int j = 0; j < n; j++)
@@ -322,7 +341,9 @@ static int mass_start(dsk_solver *s, dsk_status *st) {
 
 /* b = M^-1 b (trans = 0) or M^-T b (trans = 1), from the LUs of mass_at. */
 static void mass_solve(struct dsk_adjoint_ark *a, int trans, double *b) {
-  if (trans) SUNDlsMat_denseGETRS(SM_COLS_D(a->mtlu), a->n, a->mtp, b);
+  if (a->mdiag)
+    for (int i = 0; i < a->n; i++) b[i] *= a->minv[i];
+  else if (trans) SUNDlsMat_denseGETRS(SM_COLS_D(a->mtlu), a->n, a->mtp, b);
   else SUNDlsMat_denseGETRS(SM_COLS_D(a->mlu), a->n, a->mp, b);
 }
 
@@ -690,7 +711,9 @@ static int jac_b(realtype t, N_Vector Yv, N_Vector fy, SUNMatrix J, void *data, 
   interp(a, t, a->uf);
   int rc = dsk_model_jac_values(s->model, t, a->uf, s->ws, s->dws, s->jwork, s->jvals);
   if (rc) return dsk_solver_model_failed(s, "rhs_jvp (adjoint)", rc, t);
-  if (SUNMatGetID(J) == SUNMATRIX_SPARSE) { /* KLU (no M): -(dF/du)^T on U^T, zero q block */
+  if (s->has_mass && (rc = mass_at(s, t)) != 0) return dsk_solver_model_failed(s, "M (adjoint)", rc, t);
+  if (SUNMatGetID(J) == SUNMATRIX_SPARSE) {
+    /* KLU (no M, or a diagonal one): -(M^-1 dF/du)^T on U^T, zero q block */
     const dsk_sparsity *P = dsk_model_jac_pattern(s->model);
     sunindextype *cp = SM_INDEXPTRS_S(J), *ri = SM_INDEXVALS_S(J);
     double *x = SM_DATA_S(J);
@@ -700,11 +723,11 @@ static int jac_b(realtype t, N_Vector Yv, N_Vector fy, SUNMatrix J, void *data, 
       ri[k] = (sunindextype)a->trowidx[k];
       x[k] = 0.0;
     }
-    for (int k = 0; k < P->nnz; k++) x[a->tpos[s->jmap[k]]] = -s->jvals[k];
+    for (int k = 0; k < P->nnz; k++)
+      x[a->tpos[s->jmap[k]]] = s->has_mass ? -s->jvals[k] * a->minv[P->rowidx[k]] : -s->jvals[k];
     return 0;
   }
   dsk_adjoint_dense_jt(s, J);
-  if (s->has_mass && (rc = mass_at(s, t)) != 0) return dsk_solver_model_failed(s, "M (adjoint)", rc, t);
   if (s->has_mass)
     for (int r = 0; r < a->n; r++) {
       for (int c = 0; c < a->n; c++) a->du[c] = SM_ELEMENT_D(J, r, c);
@@ -756,9 +779,10 @@ static int start_b(dsk_solver *s, double tB0, dsk_status *st) {
     }
     if (flag == ARK_SUCCESS && s->implicit) {
       sunindextype N = (sunindextype)(a->n + a->np);
-      if (s->linsol == DSK_LS_KLU && !s->has_mass) {
+      if (s->linsol == DSK_LS_KLU && (!s->has_mass || a->mdiag)) {
         /* KLU on U^T (the lambda block) plus the q block's diagonal, AMD as
-           the forward's (with M the block -(M^-1 dF/du)^T is dense: dense LU) */
+           the forward's (with a non-diagonal M the block -(M^-1 dF/du)^T is
+           dense: dense LU) */
         int rc = sparse_pattern(s, st);
         if (rc != DSK_OK) return rc;
         a->A = SUNSparseMatrix(N, N, a->tcolptr[N], CSC_MAT, s->ctx);
