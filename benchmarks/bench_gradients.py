@@ -159,6 +159,17 @@ def methods_row(name, code, times, **options):
     return out
 
 
+def example_problems() -> list:
+    """(name, code, output times, options) of the issue's four gradient problems."""
+    return [
+        ("robertson_ode", (MODELS / "robertson_ode.ds").read_text(), np.logspace(-4, 4, 9), {}),
+        ("robertson_dae", (MODELS / "robertson_dae.ds").read_text(), np.logspace(-4, 4, 9), {}),
+        ("lotka_volterra", (MODELS / "lotka_volterra.ds").read_text(), np.linspace(0, 20, 41),
+         {}),
+        ("heat1d_200_klu", heat(200), np.linspace(0, 0.1, 11), {"linear_solver": "klu"}),
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json")
@@ -178,13 +189,7 @@ def main() -> None:
     print(f"{'problem':<16} {'np':>3} {'nt':>3} {'adjoint':>8} {'forward':>8} {'adj last':>9} "
           f"{'fwd last':>9}")
     methods = []
-    for name, code, times, opt in [
-        ("robertson_ode", (MODELS / "robertson_ode.ds").read_text(), np.logspace(-4, 4, 9), {}),
-        ("robertson_dae", (MODELS / "robertson_dae.ds").read_text(), np.logspace(-4, 4, 9), {}),
-        ("lotka_volterra", (MODELS / "lotka_volterra.ds").read_text(), np.linspace(0, 20, 41),
-         {}),
-        ("heat1d_200_klu", heat(200), np.linspace(0, 0.1, 11), {"linear_solver": "klu"}),
-    ]:
+    for name, code, times, opt in example_problems():
         r = methods_row(name, code, times, **opt)
         methods.append(r)
         print(f"{name:<16} {r['nparams']:>3} {r['ntimes']:>3} {r['adjoint_all']:>8.2f} "
@@ -205,12 +210,7 @@ def main() -> None:
         print(f"{p:>4} {r['reverse_ratio']:>14.2f}")
     print("\nforward sensitivities with sens_rtol (rtol 1e-8): gradient / solve, error")
     sens_tol = []
-    for name, code, times, opt in [
-        ("robertson_ode", (MODELS / "robertson_ode.ds").read_text(), np.logspace(-4, 4, 9), {}),
-        ("robertson_dae", (MODELS / "robertson_dae.ds").read_text(), np.logspace(-4, 4, 9), {}),
-        ("lotka_volterra", (MODELS / "lotka_volterra.ds").read_text(), np.linspace(0, 20, 41),
-         {}),
-        ("heat1d_200_klu", heat(200), np.linspace(0, 0.1, 11), {"linear_solver": "klu"}),
+    for name, code, times, opt in example_problems() + [
         ("chain16", chain(np.logspace(-2, 4, 16)), np.logspace(-3, 2, 51), {}),
         ("lv_tsit45", (MODELS / "lotka_volterra.ds").read_text(), np.linspace(0, 20, 41),
          {"method": "tsit45"}),

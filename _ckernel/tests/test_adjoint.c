@@ -22,7 +22,7 @@ static dsk_model *compile(const char *src) {
   return rc == DSK_OK ? m : NULL;
 }
 
-static dsk_solver *solver(dsk_model *m, int method, double rtol, double atol) {
+static dsk_solver *solver_ls(dsk_model *m, int method, double rtol, double atol, int linsol) {
   dsk_solver_options o;
   dsk_solver *s = NULL;
   dsk_status st;
@@ -30,8 +30,13 @@ static dsk_solver *solver(dsk_model *m, int method, double rtol, double atol) {
   o.method = method;
   o.rtol = rtol;
   o.atol = atol;
+  o.linear_solver = linsol;
   CHECK_MSG(dsk_solver_create(m, &o, &s, &st) == DSK_OK, "%s", st.msg);
   return s;
+}
+
+static dsk_solver *solver(dsk_model *m, int method, double rtol, double atol) {
+  return solver_ls(m, method, rtol, atol, DSK_LS_AUTO);
 }
 
 /* decay: out = a0 exp(-k t); L = sum_j g_j out(t_j) */
@@ -133,8 +138,23 @@ static void test_robertson_fd(void) {
   dsk_model_free(m);
 }
 
+static const double heat_p[2] = {0.5, 1.0}, heat_t[3] = {0.001, 0.01, 0.05},
+                    heat_g[6] = {1, 0, 2, 0, 1, 1};
+
+/* The heat models' gradient (0 on success). */
+static int heat_gradient(dsk_model *m, int method, int linsol, double rtol, double grad[2]) {
+  dsk_solver *s = solver_ls(m, method, rtol, 1e-12, linsol);
+  dsk_status st;
+  if (!s) return -1;
+  int rc = dsk_solver_reverse(s, heat_p, heat_t, 3, heat_g, grad, &st);
+  CHECK_MSG(rc == DSK_OK, "method %d, linear solver %d: %s", method, linsol, st.msg);
+  dsk_solver_free(s);
+  return rc == DSK_OK ? 0 : -1;
+}
+
 /* A 60-state heat equation with KLU, LAPACK and SUNDIALS dense: the same
-   gradient, and equal to central differences. */
+   gradient, and equal to central differences; the implicit ARKODE tables with
+   KLU on the transposed pattern (and SUNDIALS dense): the same gradient. */
 static void test_linear_solvers(void) {
   dsk_model *m = compile(
       "in_i { kappa = 0.5, tb = 1.0 }\n"
@@ -147,59 +167,39 @@ static void test_linear_solvers(void) {
   static const int kinds[3] = {DSK_LS_KLU, DSK_LS_LAPACK, DSK_LS_SUNDENSE};
   double grads[3][2];
   if (!m) return;
-  for (int q = 0; q < 3; q++) {
-    dsk_solver_options o;
-    dsk_solver *s = NULL;
+  for (int q = 0; q < 3; q++)
+    if (heat_gradient(m, DSK_BDF, kinds[q], 1e-10, grads[q])) {
+      dsk_model_free(m);
+      return;
+    }
+  dsk_solver *s = solver_ls(m, DSK_BDF, 1e-10, 1e-12, DSK_LS_KLU);
+  for (int k = 0; k < 2 && s; k++) {
+    double pp[2] = {heat_p[0], heat_p[1]}, y[6], lp = 0, lm = 0, h = 1e-4 * heat_p[k];
     dsk_status st;
-    const double p[2] = {0.5, 1.0}, times[3] = {0.001, 0.01, 0.05}, g[6] = {1, 0, 2, 0, 1, 1};
-    dsk_solver_options_default(&o);
-    o.rtol = 1e-10;
-    o.atol = 1e-12;
-    o.linear_solver = kinds[q];
-    CHECK_MSG(dsk_solver_create(m, &o, &s, &st) == DSK_OK, "%s", st.msg);
-    if (!s) continue;
-    CHECK_MSG(dsk_solver_reverse(s, p, times, 3, g, grads[q], &st) == DSK_OK, "%s", st.msg);
-    if (q == 0)
-      for (int k = 0; k < 2; k++) {
-        double pp[2] = {p[0], p[1]}, y[6], lp = 0, lm = 0, h = 1e-4 * p[k];
-        pp[k] += h;
-        dsk_solver_solve_dense(s, pp, times, 3, y, &st);
-        for (int i = 0; i < 6; i++) lp += g[i] * y[i];
-        pp[k] -= 2 * h;
-        dsk_solver_solve_dense(s, pp, times, 3, y, &st);
-        for (int i = 0; i < 6; i++) lm += g[i] * y[i];
-        CHECK_CLOSE(grads[0][k], (lp - lm) / (2 * h), 1e-5);
-      }
-    dsk_solver_free(s);
+    pp[k] += h;
+    dsk_solver_solve_dense(s, pp, heat_t, 3, y, &st);
+    for (int i = 0; i < 6; i++) lp += heat_g[i] * y[i];
+    pp[k] -= 2 * h;
+    dsk_solver_solve_dense(s, pp, heat_t, 3, y, &st);
+    for (int i = 0; i < 6; i++) lm += heat_g[i] * y[i];
+    CHECK_CLOSE(grads[0][k], (lp - lm) / (2 * h), 1e-5);
   }
+  if (s) dsk_solver_free(s);
   for (int k = 0; k < 2; k++) {
     CHECK_CLOSE(grads[1][k], grads[0][k], 1e-7);
     CHECK_CLOSE(grads[2][k], grads[0][k], 1e-7);
   }
-  /* the implicit ARKODE tables: KLU on the transposed pattern (and SUNDIALS
-     dense for esdirk34), the same gradient */
   static const int ark[3][2] = {{DSK_ESDIRK34, DSK_LS_KLU},
                                 {DSK_ESDIRK34, DSK_LS_SUNDENSE},
                                 {DSK_TR_BDF2, DSK_LS_KLU}};
   for (int q = 0; q < 3; q++) {
-    dsk_solver_options o;
-    dsk_solver *s = NULL;
-    dsk_status st;
-    const double p[2] = {0.5, 1.0}, times[3] = {0.001, 0.01, 0.05}, g[6] = {1, 0, 2, 0, 1, 1};
     double grad[2];
-    dsk_solver_options_default(&o);
-    o.method = ark[q][0];
-    o.rtol = ark[q][0] == DSK_TR_BDF2 ? 1e-8 : 1e-10;
-    o.atol = 1e-12;
-    o.linear_solver = ark[q][1];
-    CHECK_MSG(dsk_solver_create(m, &o, &s, &st) == DSK_OK, "%s", st.msg);
-    if (!s) continue;
-    CHECK_MSG(dsk_solver_reverse(s, p, times, 3, g, grad, &st) == DSK_OK, "%s", st.msg);
+    if (heat_gradient(m, ark[q][0], ark[q][1], ark[q][0] == DSK_TR_BDF2 ? 1e-8 : 1e-10, grad))
+      continue;
     for (int k = 0; k < 2; k++)
       CHECK_MSG(fabs(grad[k] - grads[0][k]) <= (q == 2 ? 1e-4 : 1e-6) * fabs(grads[0][k]),
                 "method %d, linear solver %d: dL/dp%d %.10g, bdf %.10g", ark[q][0], ark[q][1], k,
                 grad[k], grads[0][k]);
-    dsk_solver_free(s);
   }
   dsk_model_free(m);
   /* with a diagonal M depending on kappa (a heat capacity): KLU keeps the pattern,
@@ -216,22 +216,9 @@ static void test_linear_solvers(void) {
               "out_i { u_i[10], u_i[40] + tb * u_i[20] }\n");
   if (!m) return;
   double mgrads[2][2];
-  for (int q = 0; q < 2; q++) {
-    dsk_solver_options o;
-    dsk_solver *s = NULL;
-    dsk_status st;
-    const double p[2] = {0.5, 1.0}, times[3] = {0.001, 0.01, 0.05}, g[6] = {1, 0, 2, 0, 1, 1};
-    dsk_solver_options_default(&o);
-    o.method = DSK_ESDIRK34;
-    o.rtol = 1e-10;
-    o.atol = 1e-12;
-    o.linear_solver = q == 0 ? DSK_LS_KLU : DSK_LS_SUNDENSE;
-    CHECK_MSG(dsk_solver_create(m, &o, &s, &st) == DSK_OK, "%s", st.msg);
-    if (!s) continue;
-    CHECK_MSG(dsk_solver_reverse(s, p, times, 3, g, mgrads[q], &st) == DSK_OK, "%s", st.msg);
-    dsk_solver_free(s);
-  }
-  for (int k = 0; k < 2; k++) CHECK_CLOSE(mgrads[0][k], mgrads[1][k], 1e-8);
+  if (heat_gradient(m, DSK_ESDIRK34, DSK_LS_KLU, 1e-10, mgrads[0]) == 0 &&
+      heat_gradient(m, DSK_ESDIRK34, DSK_LS_SUNDENSE, 1e-10, mgrads[1]) == 0)
+    for (int k = 0; k < 2; k++) CHECK_CLOSE(mgrads[0][k], mgrads[1][k], 1e-8);
   dsk_model_free(m);
 }
 
