@@ -197,8 +197,7 @@ def test_implicit_tables_with_klu(method, mass):
     grads = [dsp.DiffsolModule(code, method=method, rtol=rtol, atol=1e-12, linear_solver=ls)
              .reverse_mode(p, times, g).numpy() for ls in ("klu", "dense")]
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-8)
-    # (with M the reference is esdirk34: IDAS' consistent-initial-value step fails on this
-    # model for some tb at atol 1e-13, a roundoff floor; see docs/troubleshooting.md)
+    # (with M the reference is esdirk34, an integrator independent of IDAS' start)
     ref = central_fd(dsp.DiffsolModule(code, method="esdirk34" if mass else "bdf", rtol=1e-11,
                                        atol=1e-13), p, times, g)
     np.testing.assert_allclose(grads[0], ref, rtol=1e-4 if method == "tr_bdf2" else 1e-6)

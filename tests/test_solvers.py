@@ -224,6 +224,38 @@ def test_heat1d_linear_solvers_agree_with_expm(linear_solver, used):
     assert np.max(np.abs(y - ref)) <= 1e-5 * np.max(np.abs(ref))
 
 
+def test_mass_ode_starts_at_a_tiny_atol():
+    """A 40-point heat equation with a heat capacity c = 1 + kappa / 2 in M, IDAS at atol
+    1e-13, boundary values tb in [0.5, 1.5]: u' from M u' = F is exact after one Newton
+    step, and IDACalcIC's convergence test must not demand more than roundoff (it failed
+    with IDA_LINESEARCH_FAIL for 3 of these 21 tb before). Against expm."""
+    n = 40
+    code = (
+        "in_i { kappa = 0.5, tb = 1.0 }\n"
+        f"L_ij {{ (0..{n}, 0..{n}): -2.0, (0..{n - 1}, 1..{n}): 1.0, (1..{n}, 0..{n - 1}): 1.0 }}\n"
+        f"b_i {{ (0): tb, (1:{n - 1}): 0.0, ({n - 1}): tb }}\n"
+        f"c_i {{ (0:{n}): 1.0 + 0.5 * kappa }}\n"
+        f"u_i {{ (0:{n // 2}): 0.0, ({n // 2}:{n}): 1.0 }}\n"
+        f"dudt_i {{ (0:{n}): 0.0 }}\n"
+        "M_i { c_i * dudt_i }\n"
+        "lap_i { L_ij * u_j }\n"
+        f"F_i {{ kappa * (lap_i + b_i) * {float((n + 1) ** 2)} }}\n"
+    )
+    ts = np.array([0.001, 0.01, 0.05])
+    kappa = 0.5
+    A = kappa * (n + 1) ** 2 / (1 + kappa / 2) * (
+        -2 * np.eye(n) + np.eye(n, k=1) + np.eye(n, k=-1))
+    u0 = np.r_[np.zeros(n // 2), np.ones(n - n // 2)]
+    for tb in np.linspace(0.5, 1.5, 21):
+        m, y = solve(code, "bdf", [kappa, tb], ts, rtol=1e-8, atol=1e-13)
+        c = np.zeros(n)
+        c[0] = c[-1] = kappa * (n + 1) ** 2 / (1 + kappa / 2) * tb
+        ust = -np.linalg.solve(A, c)
+        ref = np.array([ust + expm(A * t) @ (u0 - ust) for t in ts]).T
+        assert m.integrator == "IDAS BDF"
+        assert np.max(np.abs(y - ref)) <= 1e-6 * np.max(np.abs(ref))
+
+
 @pytest.mark.parametrize("method", ["tr_bdf2", "esdirk34", "adams"])
 def test_heat1d_klu_with_other_implicit_methods(method):
     ts = np.array([0.0, 0.01, 0.1])
