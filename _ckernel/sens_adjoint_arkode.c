@@ -32,7 +32,7 @@
  * dependence on lambda is left out (q does not feed back, so the modified
  * Newton iteration still converges, the q part one iteration after lambda).
  * It is sparse (KLU on the transposed Newton pattern plus q's diagonal) when
- * the solver's linear solver is KLU and there is no M, else dense.
+ * the solver's linear solver is KLU and M is absent or diagonal, else dense.
  * The backward integrator carries on across checkpoint boundaries and is
  * re-initialised only where lambda jumps (output times with a non-zero g,
  * events).  When the whole forward trajectory's records fit in
@@ -65,8 +65,8 @@
  * initial-state term is w(t0)^T du0/dp, and no derivative of M in t is
  * needed.  Only the right-hand side, its Jacobian -(dF/du)^T M^-T =
  * -(M^-1 dF/du)^T and the interpolant's u' = M^-1 F change.  Dense LUs of M
- * and M^T (SUNDIALS' dense LU) are refactorised only when M's values change
- * (once per pass for a t-independent M).  M_p u' (u' = M^-1 F at the
+ * and M^T (SUNDIALS' dense LU; for a diagonal M its inverse) are refactorised
+ * only when M's values change (once per pass for a t-independent M).  M_p u' (u' = M^-1 F at the
  * interpolated state) is computed only when M depends on the parameters.
  * w is the adjoint of the ODE u' = f = M^-1 F (w' = -f_u^T w, and the
  * gradient integrand w^T f_p is lambda^T (F_p - M_p u')), so an event's jump
@@ -134,8 +134,9 @@ struct dsk_adjoint_ark {
   double *bws, *gj, *ubar, *pbar, *uf;
   long bsteps, bstarts; /* this backward pass (s->stats.backward_*) */
   /* models with M: LUs of M and M^T (SUNDIALS' dense LU, in place, pivots
-     mp / mtp), M's values at t0 in the pattern s->Mp (to check that it does
-     not change), lambda = M^-T w and u' = M^-1 F at the interpolated state */
+     mp / mtp) or the inverse of a diagonal M, the values of M they are of (m0,
+     in the pattern s->Mp), lambda = M^-T w and u' = M^-1 F at the
+     interpolated state */
   int mass_p;      /* M depends on the parameters */
   int mass_ok;     /* mlu, mtlu (or minv) hold the LUs (inverse) of the values in m0 */
   int mdiag;       /* M's pattern is the diagonal: minv = 1 / diag(M), no LUs */
@@ -272,9 +273,11 @@ static int record_step(dsk_solver *s, double tret, dsk_status *st);
 
 /* ---- the mass matrix ------------------------------------------------------------ */
 
+#define MASS_SINGULAR (-1000) /* mass_at: not a code of the generated functions */
+
 /* M(t) and the LUs of M and M^T, refactorised only when M's values differ
    from those factorised last (a t-independent M is factorised once per
-   pass).  0, the model's code of a failed M, or -1 when M is singular. */
+   pass).  0, the model's code of a failed M, or MASS_SINGULAR. */
 static int mass_at(dsk_solver *s, double t) {
   struct dsk_adjoint_ark *a = s->adj_ark;
   const dsk_sparsity *M = s->Mp;
@@ -286,7 +289,7 @@ static int mass_at(dsk_solver *s, double t) {
   memcpy(a->m0, s->mvals, (size_t)M->nnz * sizeof *a->m0);
   if (a->mdiag) {
     for (int j = 0; j < n; j++) {
-      if (s->mvals[j] == 0.0) return -1;
+      if (s->mvals[j] == 0.0) return MASS_SINGULAR;
       a->minv[j] = 1.0 / s->mvals[j];
     }
     a->mass_ok = 1;
@@ -301,9 +304,20 @@ static int mass_at(dsk_solver *s, double t) {
     }
   if (SUNDlsMat_denseGETRF(SM_COLS_D(a->mlu), n, n, a->mp) != 0 ||
       SUNDlsMat_denseGETRF(SM_COLS_D(a->mtlu), n, n, a->mtp) != 0)
-    return -1;
+    return MASS_SINGULAR;
   a->mass_ok = 1;
   return 0;
+}
+
+/* The status of a failed mass_at at t. */
+static int mass_fail(dsk_solver *s, int rc, double t, dsk_status *st) {
+  st->t = t;
+  if (rc == MASS_SINGULAR)
+    return dsk_status_set(st, DSK_E_ARG,
+                          "reverse mode with method '%s' needs a non-singular mass matrix M, "
+                          "but M is singular at t = %g with these parameters",
+                          method_name(s), t);
+  return dsk_status_set(st, DSK_E_MODELFN, "model function M returned %d at t = %g", rc, t);
 }
 
 /* At the start of a forward pass (parameters set): M(t0) factorised, and
@@ -315,15 +329,7 @@ static int mass_start(dsk_solver *s, dsk_status *st) {
   double t0 = s->opt.t0;
   a->mass_ok = 0;
   int rc = mass_at(s, t0);
-  if (rc > 0 || rc < -1) {
-    st->t = t0;
-    return dsk_status_set(st, DSK_E_MODELFN, "model function M returned %d at t0 = %g", rc, t0);
-  }
-  if (rc)
-    return dsk_status_set(st, DSK_E_ARG,
-                          "reverse mode with method '%s' needs a non-singular mass matrix M, "
-                          "but M is singular at t0 with these parameters",
-                          method_name(s));
+  if (rc) return mass_fail(s, rc, t0, st);
   a->mass_p = 0;
   for (int q = 0; q < 2 && a->np > 0 && !a->mass_p; q++) {
     double tq = t0 + q * 0.7311;
@@ -577,12 +583,7 @@ static int push_rec(dsk_solver *s, double t, const double *u, dsk_status *st) {
   }
   if (s->has_mass) { /* the interpolant's u' = M(t)^-1 F */
     frc = mass_at(s, t);
-    if (frc) {
-      st->t = t;
-      return frc == -1 ? dsk_status_set(st, DSK_E_SOLVER, "the mass matrix M is singular at t = %g", t)
-                       : dsk_status_set(st, DSK_E_MODELFN, "model function M returned %d at t = %g",
-                                        frc, t);
-    }
+    if (frc) return mass_fail(s, frc, t, st);
     mass_solve(a, 0, f);
   }
   a->nrec++;
@@ -885,17 +886,16 @@ static int back_over_checkpoint(dsk_solver *s, int c, const double *g, int jmax,
       /* w = M^T lambda is the adjoint of u' = M^-1 F: the jump of that ODE, with
          u' = M^-1 F before and after the reset */
       frc = mass_at(s, t);
-      if (frc == 0) {
-        mass_solve(a, 0, a->fm);
-        s->ws[s->tab->n_slot] = (double)a->ev_k[e];
-        frc = s->tab->eval[DSK_FN_RESET](t, u, s->ws, a->fpm + a->n);
-        if (frc == 0) frc = s->tab->eval[DSK_FN_RHS](t, a->fpm + a->n, s->ws, a->fpm);
-        if (frc == 0) mass_solve(a, 0, a->fpm), fp = a->fpm;
-      }
+      if (frc) return mass_fail(s, frc, t, st);
+      mass_solve(a, 0, a->fm);
+      s->ws[s->tab->n_slot] = (double)a->ev_k[e];
+      frc = s->tab->eval[DSK_FN_RESET](t, u, s->ws, a->fpm + a->n);
+      if (frc == 0) frc = s->tab->eval[DSK_FN_RHS](t, a->fpm + a->n, s->ws, a->fpm);
+      if (frc == 0) mass_solve(a, 0, a->fpm), fp = a->fpm;
     }
     if (frc) {
       st->t = t;
-      return dsk_status_set(st, DSK_E_MODELFN, "rhs, reset or M (adjoint) returned %d at t = %g",
+      return dsk_status_set(st, DSK_E_MODELFN, "rhs or reset (adjoint) returned %d at t = %g",
                             frc, t);
     }
     rc = dsk_event_adjoint(s, t, u, a->ev_k[e], a->ev_N[e], a->fm, fp, lam, grad, a->lm, &w, st);

@@ -113,9 +113,13 @@ static double sens_rtol(const dsk_solver *s) {
   return s->opt.sens_rtol > 0 ? s->opt.sens_rtol : s->opt.rtol;
 }
 
-static double sens_atol(const dsk_solver *s, int i) {
-  if (s->opt.sens_atol > 0) return s->opt.sens_atol;
+/* The state's absolute tolerance of component i. */
+static double state_atol(const dsk_solver *s, int i) {
   return s->atolv ? NV_Ith_S(s->atolv, i) : s->opt.atol;
+}
+
+static double sens_atol(const dsk_solver *s, int i) {
+  return s->opt.sens_atol > 0 ? s->opt.sens_atol : state_atol(s, i);
 }
 
 /* CVODES / IDAS: f->atolS (created on first use) from f->pbar; -1 when out of memory. */
@@ -402,7 +406,7 @@ static int aug_eval_b(dsk_solver *s, dsk_forward *f, double t, const double *Yd)
   double *tmp = f->w + 4 * (size_t)n, *dy = f->w + 5 * (size_t)n, *eps = f->w + 6 * (size_t)n;
   double rtol = s->opt.rtol > 1e-14 ? s->opt.rtol : 1e-14;
   for (int l = 0; l < n; l++) {
-    double a = s->atolv ? NV_Ith_S(s->atolv, l) : s->opt.atol;
+    double a = state_atol(s, l);
     eps[l] = 6e-6 * fmax(fmax(fabs(Yd[l]), a / rtol), 1e-12);
   }
   for (int c = 0; c < col->n; c++) {
@@ -561,8 +565,9 @@ static int aug_ewt(N_Vector Yv, N_Vector ewt, void *data) {
   const double *Y = NV_DATA_S(Yv), *at = NV_DATA_S(f->atolY);
   double *w = NV_DATA_S(ewt);
   size_t n = (size_t)f->n, N = n * (size_t)(f->np + 1);
+  double rs = sens_rtol(s);
   for (size_t i = 0; i < N; i++) {
-    double d = (i < n ? s->opt.rtol : sens_rtol(s)) * fabs(Y[i]) + at[i];
+    double d = (i < n ? s->opt.rtol : rs) * fabs(Y[i]) + at[i];
     if (!(d > 0)) return -1;
     w[i] = 1.0 / d;
   }
@@ -672,7 +677,7 @@ static int fwd_start(dsk_solver *s, dsk_forward *f, const double *p, double tend
     for (int b = 0; b <= np; b++)
       for (int i = 0; i < n; i++)
         at[(size_t)b * n + i] =
-            b ? sens_atol(s, i) / f->pbar[b - 1] : (s->atolv ? NV_Ith_S(s->atolv, i) : s->opt.atol);
+            b ? sens_atol(s, i) / f->pbar[b - 1] : state_atol(s, i);
   }
   for (int k = 0; k < np; k++) {
     double *sk = fwd_s(f, k);

@@ -173,6 +173,11 @@ def test_mass_matrix_closed_form(method):
     m = dsp.DiffsolModule(code, method=method, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(m.reverse_mode([k, mm], ts, g).numpy(), want,
                                rtol=RTOL[method])
+    # m = 0 makes M singular: a clear error, and the module stays usable
+    with pytest.raises(ValueError, match="non-singular mass matrix"):
+        m.reverse_mode([k, 0.0], ts, g)
+    np.testing.assert_allclose(m.reverse_mode([k, mm], ts, g).numpy(), want,
+                               rtol=RTOL[method])
 
 
 def _with_capacity(code: str, n: int) -> str:
