@@ -1,5 +1,6 @@
 # diffsol-pytorch: set-up, demo and tests on a fresh Debian machine.
-#   make setup     Debian packages (if missing), .venv, torch, build deps, editable install
+#   make setup     Debian packages (if missing), .venv, torch, build deps, an optimised
+#                  SUNDIALS (scripts/build_sundials.sh; SUNDIALS=system skips it), editable install
 #   make demo      solve the Robertson model and write demo.png
 #   make test      C test runner, then the Python test suite
 #   make memcheck  the C test runner and the C stress harness under valgrind
@@ -20,7 +21,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export CYTHON := $(CURDIR)/$(VENV)/bin/cython
 
 DEB_PACKAGES := libsundials-dev libopenblas-dev libsuitesparse-dev pkg-config
-BUILD_DEPS := meson-python meson ninja 'Cython>=3' numpy
+BUILD_DEPS := meson-python meson ninja cmake 'Cython>=3' numpy
 CTEST_DIR := build/ctest
 DSK_TESTS := $(CTEST_DIR)/dsk_tests
 DSK_STRESS := $(CTEST_DIR)/dsk_stress
@@ -33,6 +34,17 @@ STAMP_TORCH := $(VENV)/.stamp-torch
 STAMP_BUILD := $(VENV)/.stamp-build-deps
 STAMP_PROJECT := $(VENV)/.stamp-project
 STAMP_DOCS := $(VENV)/.stamp-docs
+
+# SUNDIALS=optimised (default): Debian's SUNDIALS 6.4.1 source rebuilt with -O2 into
+# $(SUNDIALS_OPT) and linked statically (Debian's own build has no -O2: see
+# scripts/build_sundials.sh); SUNDIALS=system: Debian's shared libsundials-dev.
+# If the optimised build fails (no network, say), set-up warns and uses the system one.
+# $(SUNDIALS_PREFIX_FILE) holds the prefix in use (empty: the system libraries).
+SUNDIALS ?= optimised
+SUNDIALS_OPT := $(CURDIR)/$(VENV)/opt/sundials-6.4.1
+SUNDIALS_PREFIX_FILE := $(VENV)/.sundials-prefix
+SUNDIALS_PREFIX = $$(cat $(SUNDIALS_PREFIX_FILE))
+STAMP_SUNDIALS := $(VENV)/.stamp-sundials-$(SUNDIALS)
 DOCS_OUT := build/docs
 
 # apt-get as root, or through sudo otherwise
@@ -71,8 +83,23 @@ $(STAMP_BUILD): constraints.txt $(STAMP_TORCH)
 	$(PIP) install -c constraints.txt $(BUILD_DEPS)
 	touch $@
 
-$(STAMP_PROJECT): pyproject.toml meson.build meson_options.txt constraints.txt Makefile $(STAMP_BUILD)
-	$(PIP) install -c constraints.txt --no-build-isolation -e '.[test]'
+# one stamp per choice: `make SUNDIALS=system` after a default set-up switches (and back)
+$(STAMP_SUNDIALS): scripts/build_sundials.sh $(STAMP_BUILD)
+	@if [ "$(SUNDIALS)" = system ]; then \
+	  prefix=; \
+	elif scripts/build_sundials.sh $(SUNDIALS_OPT); then \
+	  prefix=$(SUNDIALS_OPT); \
+	else \
+	  echo "WARNING: the optimised SUNDIALS build failed; using Debian's libsundials-dev, which is compiled without optimisation (solves about 2x slower); rm $@ and run make setup to try again"; \
+	  prefix=; \
+	fi; \
+	echo "$$prefix" > $(SUNDIALS_PREFIX_FILE)
+	rm -f $(VENV)/.stamp-sundials-*
+	touch $@
+
+$(STAMP_PROJECT): pyproject.toml meson.build meson_options.txt constraints.txt Makefile $(STAMP_BUILD) $(STAMP_SUNDIALS)
+	$(PIP) install -c constraints.txt --no-build-isolation -e '.[test]' \
+	  -Csetup-args=-Dsundials_prefix=$(SUNDIALS_PREFIX)
 	touch $@
 
 # the docs extra (sphinx, myst-parser); autodoc imports the installed package
@@ -89,8 +116,9 @@ demo: setup
 	  --params 0.04,1e4,3e7 --times logspace:-5:5:11 --rtol 1e-8 --atol 1e-10 --grad 2 --plot demo.png
 
 # The kernel's C tests, in a build directory of their own (debug, for valgrind)
-$(CTEST_DIR)/build.ninja: | $(STAMP_BUILD)
-	$(VENV)/bin/meson setup $(CTEST_DIR) --buildtype=debug
+$(CTEST_DIR)/build.ninja: $(STAMP_SUNDIALS) | $(STAMP_BUILD)
+	$(VENV)/bin/meson setup $$([ -f $(CTEST_DIR)/meson-private/coredata.dat ] && echo --wipe) \
+	  $(CTEST_DIR) --buildtype=debug -Dsundials_prefix=$(SUNDIALS_PREFIX)
 
 $(DSK_TESTS): $(CTEST_DIR)/build.ninja FORCE
 	$(VENV)/bin/meson compile -C $(CTEST_DIR) dsk_tests
@@ -110,7 +138,7 @@ test-c: system-deps check-sources $(DSK_TESTS)
 	./$(DSK_TESTS)
 
 test-py: setup
-	$(PY) -m pytest
+	DIFFSOL_EXPECT_SUNDIALS_PREFIX=$(SUNDIALS_PREFIX) $(PY) -m pytest
 
 test: setup
 	$(MAKE) --no-print-directory test-c

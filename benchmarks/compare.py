@@ -12,8 +12,9 @@ and the per-call overhead of solve_dense; each target gets PASS/FAIL.
     .venv/bin/python benchmarks/compare.py [--quick] [--json out.json] [--plot out.png]
 
 Peers that are not installed are skipped with the reason (pip install -c constraints.txt
-'.[bench]' installs them). The C baselines are compiled here with the system cc against
-SUNDIALS (-lsundials_cvodes, -lsundials_idas, KLU) into build/c_baseline/.
+'.[bench]' installs them). The C baselines are compiled here with the system cc into
+build/c_baseline/, against the SUNDIALS our extension links (the -O2 static build of
+`make setup`, or the system's libsundials-dev: the header line says which) and KLU.
 Numbers depend on the machine's load; the ratios, measured in one run, are what count.
 """
 
@@ -43,9 +44,24 @@ import diffsol_pytorch as dsp  # noqa: E402
 ROOT = P.HERE.parent
 C_DIR = P.HERE / "c_baseline"
 C_BUILD = ROOT / "build" / "c_baseline"
-C_LIBS = ["-lsundials_cvodes", "-lsundials_idas", "-lsundials_nvecserial",
-          "-lsundials_sunmatrixdense", "-lsundials_sunlinsoldense", "-lsundials_sunmatrixsparse",
-          "-lsundials_sunlinsolklu", "-lklu", "-lm"]
+SUNDIALS_LIBS = ["sundials_cvodes", "sundials_idas", "sundials_nvecserial",
+                 "sundials_sunmatrixdense", "sundials_sunlinsoldense", "sundials_sunmatrixsparse",
+                 "sundials_sunlinsolklu"]
+
+
+def sundials_flags() -> tuple[list[str], list[str], str]:
+    """Include flags, link arguments and a label for the SUNDIALS ours links (the C baselines').
+
+    The same library on both sides: the optimised static build of `make setup`
+    (scripts/build_sundials.sh), or Debian's shared libraries (compiled without -O2).
+    """
+    version, prefix = dsp._kernel.sundials_build()
+    if prefix:
+        lib = pathlib.Path(prefix) / "lib"
+        return ([f"-I{prefix}/include"], [str(lib / f"lib{n}.a") for n in SUNDIALS_LIBS] + ["-lklu", "-lm"],
+                f"SUNDIALS {version}, -O2 static build in {prefix}")
+    return ([], [f"-l{n}" for n in SUNDIALS_LIBS] + ["-lklu", "-lm"],
+            f"SUNDIALS {version}, the system's shared libraries")
 
 
 class Budget(Exception):
@@ -77,12 +93,14 @@ def timed(fn: Callable[[], Any], target_s: float, max_reps: int = 50) -> tuple[f
 def build_c(prog: str) -> tuple[Optional[pathlib.Path], str]:
     C_BUILD.mkdir(parents=True, exist_ok=True)
     src = C_DIR / f"{prog}.c"
-    exe = C_BUILD / prog
+    incs, libs, _ = sundials_flags()
+    # one executable per SUNDIALS build, so that switching builds relinks
+    exe = C_BUILD / (f"{prog}-opt" if incs else prog)
     deps = [src, C_DIR / "common.h", C_DIR / "cvodes_driver.h"]
     if exe.exists() and exe.stat().st_mtime > max(d.stat().st_mtime for d in deps):
         return exe, ""
     cc = os.environ.get("CC", "cc")
-    cmd = [cc, "-O2", "-std=c99", "-I/usr/include/suitesparse", str(src), "-o", str(exe)] + C_LIBS
+    cmd = [cc, "-O2", "-std=c99", *incs, "-I/usr/include/suitesparse", str(src), "-o", str(exe), *libs]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:
         return None, f"{' '.join(cmd)} failed: {r.stderr.strip()[-300:]}"
@@ -646,6 +664,7 @@ def main() -> None:
         pass
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f} (shared: timings are noisy, ratios count)")
+    print(f"SUNDIALS (ours and the C baselines): {sundials_flags()[2]}")
     probs = P.all_problems(args.quick)
     if args.only:
         keep = set(args.only.split(","))

@@ -101,7 +101,34 @@ def _build_parser() -> argparse.ArgumentParser:
         help="also print the gradient w.r.t. the parameters (reverse mode) of output OUTPUT "
         "at the last time, or of the sum of the outputs there when OUTPUT is omitted",
     )
+    sub.add_parser(
+        "info",
+        help="print the versions in use: diffsol-pytorch, Python, NumPy, PyTorch and SUNDIALS "
+        "(and whether it is the optimised static build of `make setup` or the system's)",
+    )
     return parser
+
+
+def build_info() -> dict[str, str]:
+    """The versions in use, for bug reports (``python -m diffsol_pytorch info``)."""
+    import platform
+
+    import numpy
+    import torch
+
+    import diffsol_pytorch
+    from diffsol_pytorch import _kernel
+
+    version, prefix = _kernel.sundials_build()
+    where = (f"static, compiled with -O2, from {prefix}" if prefix
+             else "the system's shared libraries (Debian's are compiled without -O2)")
+    return {
+        "diffsol-pytorch": diffsol_pytorch.__version__,
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "torch": torch.__version__,
+        "sundials": f"{version}, {where}",
+    }
 
 
 def _solve(args: argparse.Namespace) -> int:
@@ -159,6 +186,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "solve":
             return _solve(args)
+        if args.command == "info":
+            for key, value in build_info().items():
+                print(f"{key}: {value}")
+            return 0
     except DiffSLError as exc:  # already "file:line:col: error: ..." with a caret line
         print(exc, file=sys.stderr)
         return 1

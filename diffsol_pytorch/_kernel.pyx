@@ -316,6 +316,29 @@ def first_decrease(const double[::1] t not None):
     return -1
 
 
+cdef extern from *:
+    """
+    #include <sundials/sundials_config.h>
+    #ifndef DSK_SUNDIALS_PREFIX
+    #define DSK_SUNDIALS_PREFIX ""
+    #endif
+    static const char *dsk_sundials_prefix = DSK_SUNDIALS_PREFIX;
+    static const char *dsk_sundials_version = SUNDIALS_VERSION;
+    """
+    const char *dsk_sundials_prefix
+    const char *dsk_sundials_version
+
+
+def sundials_build():
+    """sundials_build() -> (version, prefix)
+
+    The SUNDIALS this extension was built against: its version, and the prefix of
+    the optimised static build linked in (meson option sundials_prefix, set by
+    `make setup`), or '' for the system's shared libraries.
+    """
+    return dsk_sundials_version.decode(), dsk_sundials_prefix.decode()
+
+
 def jit_compile_count():
     """jit_compile_count() -> int
 

@@ -1,6 +1,8 @@
-"""python -m diffsol_pytorch solve ..."""
+"""python -m diffsol_pytorch solve ... / info"""
 
 import math
+import os
+import pathlib
 import subprocess
 import sys
 
@@ -115,3 +117,29 @@ def test_wrong_param_count_is_clean(models_dir):
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert "k, a0" in proc.stderr
+
+
+@pytest.mark.unit
+def test_info_names_the_sundials_build():
+    """`info` prints every version; the SUNDIALS line says which build is linked in.
+
+    `make test` sets DIFFSOL_EXPECT_SUNDIALS_PREFIX to the prefix `make setup` chose
+    (empty: the system libraries), so that a set-up which silently fell back to the
+    unoptimised system SUNDIALS, or an extension built with another one, fails here.
+    """
+    from diffsol_pytorch import _kernel
+
+    proc = run_cli("info")
+    assert proc.returncode == 0, proc.stderr
+    info = dict(line.split(": ", 1) for line in proc.stdout.splitlines())
+    assert set(info) == {"diffsol-pytorch", "python", "numpy", "torch", "sundials"}
+    version, prefix = _kernel.sundials_build()
+    assert version.startswith("6.") and info["sundials"].startswith(version + ", ")
+    expected = os.environ.get("DIFFSOL_EXPECT_SUNDIALS_PREFIX")
+    if expected is not None:
+        assert prefix == expected
+    if prefix:  # the static libraries it was linked from are where it says
+        assert "-O2" in info["sundials"]
+        assert (pathlib.Path(prefix) / "lib" / "libsundials_cvodes.a").is_file()
+    else:
+        assert "system" in info["sundials"]
