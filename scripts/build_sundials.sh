@@ -5,6 +5,10 @@
 #
 #   scripts/build_sundials.sh PREFIX
 #
+# Run by `make setup` (into .venv/opt), and by meson itself when the option
+# sundials_prefix is "auto", its default (into the build directory): so that
+# `pip install` of an sdist links the optimised library too.
+#
 # Why: Debian's build passes -DCMAKE_C_FLAGS=-fcommon to CMake, which replaces the
 # -O2 of dpkg-buildflags, so libsundials_cvodes.so and friends are compiled without
 # optimisation. About 70% of a small stiff solve's time is spent inside CVODES, and
@@ -13,7 +17,8 @@
 # Only what the kernel links is built: CVODES, IDAS, ARKODE, the serial vector, the
 # dense/sparse/band matrices and the dense, KLU and Krylov linear solvers (KLU from
 # Debian's libsuitesparse-dev). The source tarball's SHA-256 is the one of Debian's
-# .dsc; a mismatch stops the build. Nothing is installed outside PREFIX.
+# .dsc; a mismatch stops the build. Nothing is installed outside PREFIX. A PREFIX that
+# holds a finished build of the same tarball is left as it is.
 #
 # Environment: DEBIAN_MIRROR (default http://deb.debian.org/debian), CMAKE (default
 # cmake), JOBS (default: the number of cores).
@@ -28,6 +33,13 @@ version=6.4.1
 tarball=sundials_${version}+dfsg1.orig.tar.xz
 sha256=c61157f1d4be06c704bea40cb131eb63ba2dada161989071604d0a0959cdf04a
 url=$mirror/pool/main/s/sundials/$tarball
+
+# a finished build of this tarball is kept (meson re-runs this script when it reconfigures)
+done_mark=$prefix/.built-from-$sha256
+if [ -f "$done_mark" ]; then
+  echo "build_sundials: SUNDIALS $version already built in $prefix"
+  exit 0
+fi
 
 work=$prefix.work
 rm -rf "$work" "$prefix"
@@ -70,4 +82,5 @@ tar -xJf "$work/$tarball" -C "$work"
   || { tail -30 "$work/build.log" >&2; exit 1; }
 "$cmake" --install "$work/build" > "$work/install.log" 2>&1 \
   || { tail -30 "$work/install.log" >&2; exit 1; }
+touch "$done_mark"
 echo "build_sundials: SUNDIALS $version (-O2, static) in $prefix"

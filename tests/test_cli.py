@@ -138,8 +138,7 @@ def test_info_names_the_sundials_build():
     expected = os.environ.get("DIFFSOL_EXPECT_SUNDIALS_PREFIX")
     if expected is not None:
         assert prefix == expected
-    if prefix:  # the static libraries it was linked from are where it says
-        assert "-O2" in info["sundials"]
-        assert (pathlib.Path(prefix) / "lib" / "libsundials_cvodes.a").is_file()
+    if prefix:  # (a wheel's was a temporary build directory, gone now)
+        assert "-O2" in info["sundials"] and pathlib.Path(prefix).is_absolute()
     else:
         assert "system" in info["sundials"]
