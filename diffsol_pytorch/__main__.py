@@ -120,7 +120,7 @@ def build_info() -> dict[str, str]:
     from diffsol_pytorch import _kernel
 
     version, prefix = _kernel.sundials_build()
-    where = (f"static, compiled with -O2, from {prefix}" if prefix
+    where = (f"static, compiled with -O2 (scripts/build_sundials.sh, into {prefix})" if prefix
              else "the system's shared libraries (Debian's are compiled without -O2)")
     return {
         "diffsol-pytorch": diffsol_pytorch.__version__,
