@@ -20,7 +20,7 @@ PIP := $(PY) -m pip
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export CYTHON := $(CURDIR)/$(VENV)/bin/cython
 
-DEB_PACKAGES := libsundials-dev libopenblas-dev libsuitesparse-dev pkg-config
+DEB_PACKAGES := libsundials-dev libopenblas-dev libsuitesparse-dev pkg-config curl xz-utils
 BUILD_DEPS := meson-python meson ninja cmake 'Cython>=3' numpy
 CTEST_DIR := build/ctest
 DSK_TESTS := $(CTEST_DIR)/dsk_tests
