@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import hashlib
 import importlib
 import json
 import os
@@ -63,6 +65,7 @@ def _rebuild_sundials() -> str:
     return ""
 
 
+@functools.lru_cache(maxsize=None)
 def sundials_flags() -> tuple[list[str], list[str], str]:
     """Include flags, link arguments and a label for the SUNDIALS ours links (the C baselines').
 
@@ -111,7 +114,8 @@ def build_c(prog: str) -> tuple[Optional[pathlib.Path], str]:
     src = C_DIR / f"{prog}.c"
     incs, libs, _ = sundials_flags()
     # one executable per SUNDIALS build, so that switching builds relinks
-    exe = C_BUILD / (f"{prog}-opt" if incs else prog)
+    tag = hashlib.sha256(" ".join(incs + libs).encode()).hexdigest()[:8]
+    exe = C_BUILD / f"{prog}-{tag}"
     deps = [src, C_DIR / "common.h", C_DIR / "cvodes_driver.h"]
     if exe.exists() and exe.stat().st_mtime > max(d.stat().st_mtime for d in deps):
         return exe, ""

@@ -53,8 +53,8 @@ def _to_numpy(x: ArrayLike, what: str) -> tuple[np.ndarray, torch.dtype, torch.d
     input, float64 otherwise) and the device of the input (CPU for non-tensors).
     """
     # the common cases first, without the checks below (about 1 us each per call)
-    if type(x) is np.ndarray and x.dtype is _F64 and x.flags.c_contiguous:
-        return x, torch.float64, _CPU
+    if type(x) is np.ndarray and x.dtype is _F64 and x.ndim and x.flags.c_contiguous:
+        return x, torch.float64, _CPU  # (0-d arrays go below: ascontiguousarray makes them 1-d)
     if (type(x) is torch.Tensor and x.dtype is torch.float64 and x.is_cpu
             and not x.requires_grad and not torch._C._are_functorch_transforms_active()):
         return np.ascontiguousarray(x.numpy()), torch.float64, _CPU

@@ -18,7 +18,7 @@
 # dense/sparse/band matrices and the dense, KLU and Krylov linear solvers (KLU from
 # Debian's libsuitesparse-dev). The source tarball's SHA-256 is the one of Debian's
 # .dsc; a mismatch stops the build. Nothing is installed outside PREFIX. A PREFIX that
-# holds a finished build of the same tarball is left as it is.
+# holds a finished build of the same tarball by the same script is left as it is.
 #
 # Environment: DEBIAN_MIRROR (default http://deb.debian.org/debian), CMAKE (default
 # cmake), JOBS (default: the number of cores).
@@ -34,9 +34,11 @@ tarball=sundials_${version}+dfsg1.orig.tar.xz
 sha256=c61157f1d4be06c704bea40cb131eb63ba2dada161989071604d0a0959cdf04a
 url=$mirror/pool/main/s/sundials/$tarball
 
-# a finished build of this tarball is kept (meson re-runs this script when it reconfigures)
-done_mark=$prefix/.built-from-$sha256
-if [ -f "$done_mark" ]; then
+# a finished build of this tarball by this script is kept (meson re-runs the script each
+# time it reconfigures); an edited script (other flags, say) builds again
+stamp="$sha256 $(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)"
+done_mark=$prefix/.build-stamp
+if [ "$(cat "$done_mark" 2>/dev/null)" = "$stamp" ]; then
   echo "build_sundials: SUNDIALS $version already built in $prefix"
   exit 0
 fi
@@ -82,5 +84,5 @@ tar -xJf "$work/$tarball" -C "$work"
   || { tail -30 "$work/build.log" >&2; exit 1; }
 "$cmake" --install "$work/build" > "$work/install.log" 2>&1 \
   || { tail -30 "$work/install.log" >&2; exit 1; }
-touch "$done_mark"
+echo "$stamp" > "$done_mark"
 echo "build_sundials: SUNDIALS $version (-O2, static) in $prefix"

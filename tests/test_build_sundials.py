@@ -6,6 +6,7 @@ the extension under test links it, which tests/test_cli.py checks.)
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pathlib
 import shutil
@@ -50,14 +51,29 @@ def test_an_unreachable_mirror_fails_cleanly(tmp_path):
     assert not prefix.exists() and not (tmp_path / "sundials.work").exists()
 
 
+def _stamp(script_sha: str) -> str:
+    tarball_sha = next(line.split("=", 1)[1] for line in SCRIPT.read_text().splitlines()
+                       if line.startswith("sha256="))
+    return f"{tarball_sha} {script_sha}\n"
+
+
 def test_a_finished_build_is_kept(tmp_path):
-    """A prefix marked as built from the same tarball is left alone (no download)."""
+    """A prefix built from the same tarball by the same script is left alone (no download)."""
     prefix = tmp_path / "sundials"
     prefix.mkdir()
-    sha = next(line.split("=", 1)[1] for line in SCRIPT.read_text().splitlines()
-               if line.startswith("sha256="))
-    (prefix / f".built-from-{sha}").touch()
+    (prefix / ".build-stamp").write_text(_stamp(hashlib.sha256(SCRIPT.read_bytes()).hexdigest()))
     (prefix / "keep").write_text("x")
     proc = run(prefix, "http://127.0.0.1:9/debian")
     assert proc.returncode == 0, proc.stderr
     assert "already built" in proc.stdout and (prefix / "keep").read_text() == "x"
+
+
+def test_a_build_by_another_script_is_redone(tmp_path):
+    """After the script changed (other compiler flags, say) the prefix is built again:
+    here that means a download, which fails, and the old build is gone."""
+    prefix = tmp_path / "sundials"
+    prefix.mkdir()
+    (prefix / ".build-stamp").write_text(_stamp("0" * 64))
+    proc = run(prefix, "http://127.0.0.1:9/debian")
+    assert proc.returncode != 0 and "could not download" in proc.stderr
+    assert not prefix.exists()

@@ -124,8 +124,8 @@ def test_info_names_the_sundials_build():
     """`info` prints every version; the SUNDIALS line says which build is linked in.
 
     `make test` sets DIFFSOL_EXPECT_SUNDIALS_PREFIX to the prefix `make setup` chose
-    (empty: the system libraries), so that a set-up which silently fell back to the
-    unoptimised system SUNDIALS, or an extension built with another one, fails here.
+    (empty: the system libraries, chosen or fallen back to with a warning), so that an
+    extension built against another SUNDIALS than the set-up's fails here.
     """
     from diffsol_pytorch import _kernel
 

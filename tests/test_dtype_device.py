@@ -64,3 +64,17 @@ def test_result_on_params_device(decay):
     y = decay.solve_dense(params, torch.tensor([0.0, 1.0], device="cuda"))
     assert y.device == params.device
     assert y.dtype == torch.float32
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("make_time", [
+    lambda: np.array(1.0), lambda: torch.tensor(1.0, dtype=torch.float64), lambda: [1.0],
+    lambda: np.array([1.0]), lambda: torch.tensor([1.0], dtype=torch.float64)],
+    ids=["numpy-0d", "tensor-0d", "list", "numpy-1d", "tensor-1d"])
+def test_a_single_time_in_any_container(make_time):
+    """Every container of one output time gives one column, exp(-k t) u0 (the float64
+    fast paths of the argument checks treat a 0-d array like the others: as one time)."""
+    m = dsp.DiffsolModule("in_i { k = 1 }\nu { 1 }\nF { -k * u }\n", rtol=1e-10, atol=1e-12)
+    y = m.solve_dense(np.array([0.5]), make_time())
+    assert y.shape == (1, 1)
+    assert float(y[0, 0]) == pytest.approx(np.exp(-0.5), rel=1e-8)
