@@ -482,8 +482,9 @@ static void n_offsets(emitter *em, const dsk_ir_block *b) {
   for (int r = 0; r < b->nreads; r++) {
     const dsk_ir_read *rd = &b->reads[r];
     if (!rd->noff) continue;
-    out(em, "  const int n%d = %s;\n  if (n%d < 0 || n%d > %d) return -2;\n", r, rd->noff, r, r,
-        rd->ext[0] - 1);
+    out(em, "  const long long n%d_ = %s;\n  if (n%d_ < 0 || n%d_ > %d) return -2;\n", r, rd->noff, r,
+        r, rd->ext[0] - 1);
+    out(em, "  const int n%d = (int)n%d_;\n", r, r);
   }
 }
 

@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -329,6 +330,17 @@ typedef struct intexpr {
   int uses_n;
 } intexpr;
 
+/* Index values (literals and every intermediate result) stay within
+   +-DSK_INDEX_MAX, the bound of the parser's integer literals: then no
+   operation below can overflow a long long (|x * y| <= 1e18). */
+#define DSK_INDEX_MAX 1e9
+
+static long long int_checked(sema *s, const dsk_ast_expr *a, long long v) {
+  if (v > (long long)DSK_INDEX_MAX || v < -(long long)DSK_INDEX_MAX)
+    dsk_cerror(s->c, DSK_E_MODEL, a->sp, "index expression out of range (%lld)", v);
+  return v;
+}
+
 /* Value of an index expression at N = n (division and % as in C). */
 static long long int_eval(sema *s, const dsk_ast_expr *a, long long n) {
   long long x, y;
@@ -336,6 +348,8 @@ static long long int_eval(sema *s, const dsk_ast_expr *a, long long n) {
     case AST_NUM:
       if (!a->is_int)
         dsk_cerror(s->c, DSK_E_MODEL, a->sp, "an index must be an integer, not %g", a->num);
+      if (!(fabs(a->num) <= DSK_INDEX_MAX))
+        dsk_cerror(s->c, DSK_E_MODEL, a->sp, "index %.0f is too large", a->num);
       return (long long)a->num;
     case AST_NAME:
       if (strcmp(a->name, "N") == 0 && !a->idx[0]) return n;
@@ -348,9 +362,9 @@ static long long int_eval(sema *s, const dsk_ast_expr *a, long long n) {
       if ((a->op == '/' || a->op == '%') && y == 0)
         dsk_cerror(s->c, DSK_E_MODEL, a->sp, "division by zero in an index");
       switch (a->op) {
-        case '+': return x + y;
-        case '-': return x - y;
-        case '*': return x * y;
+        case '+': return int_checked(s, a, x + y);
+        case '-': return int_checked(s, a, x - y);
+        case '*': return int_checked(s, a, x * y);
         case '/': return x / y;
         default: return x % y;
       }
@@ -365,20 +379,33 @@ static int uses_n(const dsk_ast_expr *a) {
   return uses_n(a->a) || uses_n(a->b);
 }
 
-static void int_text(const dsk_ast_expr *a, char *buf, size_t n) {
-  char x[512], y[512];
+/* The C text of an index expression that uses N, evaluated at run time by
+   the prelude's dsk_iop (diff.c): no C arithmetic on N of our own, so a
+   division by zero or an overflow for some N is a failed model function
+   (return -2), never a trap or undefined behaviour in the generated code. */
+static const char *int_text(sema *s, const dsk_ast_expr *a) {
+  const char *x, *y;
+  char *buf;
+  size_t n;
   switch (a->kind) {
-    case AST_NUM: snprintf(buf, n, "%lld", (long long)a->num); return;
-    case AST_NAME: snprintf(buf, n, "N"); return;
+    case AST_NUM:
+      buf = dsk_alloc(s->c, 32);
+      snprintf(buf, 32, "%lldLL", (long long)a->num); /* int_eval checked its range */
+      return buf;
+    case AST_NAME: return "(long long)N";
     case AST_NEG:
-      int_text(a->a, x, sizeof x);
-      snprintf(buf, n, "(-%s)", x);
-      return;
+      x = int_text(s, a->a);
+      n = strlen(x) + 32;
+      buf = dsk_alloc(s->c, n);
+      snprintf(buf, n, "dsk_iop(0LL, %s, '-')", x);
+      return buf;
     default:
-      int_text(a->a, x, sizeof x);
-      int_text(a->b, y, sizeof y);
-      snprintf(buf, n, "(%s %c %s)", x, a->op, y);
-      return;
+      x = int_text(s, a->a);
+      y = int_text(s, a->b);
+      n = strlen(x) + strlen(y) + 32;
+      buf = dsk_alloc(s->c, n);
+      snprintf(buf, n, "dsk_iop(%s, %s, '%c')", x, y, a->op);
+      return buf;
   }
 }
 
@@ -396,7 +423,6 @@ static shaped index_ref(sema *s, const dsk_ast_expr *a) {
   if (v.rank != 1 || tt->rank != 1 || tt->layout != LAYOUT_DENSE)
     dsk_cerror(s->c, DSK_E_MODEL, a->sp, "only dense vectors can be indexed with [...]");
   if (uses_n(a->b) || uses_n(a->c)) {
-    char buf[600];
     long long w0 = a->c ? int_eval(s, a->c, 0) - int_eval(s, a->b, 0) : 1;
     for (long long n = 1; n < 4 && a->c; n++)
       if (int_eval(s, a->c, n) - int_eval(s, a->b, n) != w0)
@@ -404,8 +430,8 @@ static shaped index_ref(sema *s, const dsk_ast_expr *a) {
     if (w0 < 1 || w0 > v.ext[0])
       dsk_cerror(s->c, DSK_E_MODEL, a->sp, "index range of width %lld in a vector of length %d",
                  w0, v.ext[0]);
-    int_text(a->b, buf, sizeof buf);
-    noff = dsk_strndup(s->c, buf, strlen(buf));
+    int_eval(s, a->b, 0); /* every literal of the offset checked */
+    noff = int_text(s, a->b);
     width = (int)w0;
   } else {
     long long l = int_eval(s, a->b, 0), h = a->c ? int_eval(s, a->c, 0) : l + 1;

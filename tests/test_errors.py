@@ -153,6 +153,22 @@ class TestDiffSL:
 # ---- solver errors -----------------------------------------------------------------------
 
 @pytest.mark.integration
+def test_index_arithmetic_on_n_failing_at_run_time_is_a_solver_error():
+    """x[7 / (N - 1) + 7] is valid at N = 0 and divides by zero once the second stop
+    element fires (N = 1): a SolverError at that time, not a SIGFPE of the process
+    (the generated code did the integer division itself)."""
+    code = ("a_i { 1, 2 }\nu_i { x = 1 }\nF_i { -a_i[7 / (N - 1) + 7] * x }\n"
+            "stop_i { x - 0.5, x - 0.25 }\nreset_i { x }\n")
+    m = dsp.DiffsolModule(code)
+    with pytest.raises(dsp.SolverError) as info:
+        m.solve_dense(m.default_params, [0.0, 3.0])
+    assert "index N out of range" in str(info.value)
+    assert info.value.t == pytest.approx(math.log(4.0), rel=1e-4)  # x = exp(-t) reaches 0.25
+    y = m.solve_dense(m.default_params, [0.0, 0.5])  # before that root: still usable
+    assert y[0, 1].item() == pytest.approx(math.exp(-0.5), rel=1e-5)
+
+
+@pytest.mark.integration
 def test_too_much_work_is_a_solver_error():
     m = dsp.DiffsolModule(model_source("robertson_ode"), max_steps=10)
     with pytest.raises(dsp.SolverError) as info:

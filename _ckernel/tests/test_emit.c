@@ -381,6 +381,44 @@ static void test_examples(void) {
   }
 }
 
+/* Index arithmetic on N at run time: a division by zero or a value beyond
+   int for some N fails the model function (-2) instead of trapping (SIGFPE)
+   or overflowing in the generated code. */
+static void test_n_index_arithmetic(void) {
+  dsk_model *m = compile("a_i { 1, 2 }\nu_i { x = 1, y = 1 }\n"
+                         "F_i { -a_i[7 / (N - 1) + 7] * x, -a_i[N * 1000000000 * 3 + N % (N - 1)] * y }\n"
+                         "stop_i { x - 0.5, x - 0.25, x - 0.125 }\nreset_i { x, y }\n");
+  if (!m) return;
+  {
+    const dsk_gen_table *tab = dsk_model_table(m);
+    double ws[64] = {0}, u[2] = {1.0, 1.0}, f[2];
+    CHECK(tab->nws <= 64);
+    tab->init(ws);
+    tab->set_inputs(tab->default_params, ws);
+    ws[tab->n_slot] = 0; /* 7 / -1 + 7 = 0 and 0 + 0 % -1 = 0 */
+    CHECK(tab->eval[DSK_FN_RHS](0, u, ws, f) == 0);
+    CHECK(f[0] == -1.0 && f[1] == -1.0);
+    ws[tab->n_slot] = 1; /* 7 / 0 */
+    CHECK(tab->eval[DSK_FN_RHS](0, u, ws, f) == -2);
+    ws[tab->n_slot] = 2; /* 7 / 1 + 7 = 14: out of range */
+    CHECK(tab->eval[DSK_FN_RHS](0, u, ws, f) == -2);
+  }
+  dsk_model_free(m);
+  m = compile("a_i { 1, 2 }\nu_i { x = 1 }\nF_i { -a_i[N * 1000000000 * 3] * x }\n"
+              "stop_i { x - 0.5, x - 0.25 }\nreset_i { x }\n");
+  if (!m) return;
+  {
+    const dsk_gen_table *tab = dsk_model_table(m);
+    double ws[64] = {0}, u[1] = {1.0}, f[1];
+    tab->init(ws);
+    tab->set_inputs(tab->default_params, ws);
+    CHECK(tab->eval[DSK_FN_RHS](0, u, ws, f) == 0 && f[0] == -1.0);
+    ws[tab->n_slot] = 1; /* 3e9 does not fit an int */
+    CHECK(tab->eval[DSK_FN_RHS](0, u, ws, f) == -2);
+  }
+  dsk_model_free(m);
+}
+
 /* Values of generated code against hand computation. */
 static void test_values(void) {
   dsk_model *m = compile(models[2]);
@@ -901,6 +939,7 @@ void suite_emit(void) {
   test_examples();
   test_random_models();
   test_values();
+  test_n_index_arithmetic();
   test_contraction_values();
   test_nonfinite();
   test_interp_values();
