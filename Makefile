@@ -188,7 +188,28 @@ FUZZ_BIN := $(FUZZ_DIR)/fuzz_translate
 FUZZ_SEEDS := _ckernel/tests/corpus
 FUZZ_KERNEL := $(addprefix _ckernel/,error.c lex.c parse.c sema.c diff.c emit_c.c compile.c)
 
-.PHONY: fuzz
+# libFuzzer run of the whole kernel for FUZZ_SECONDS (_ckernel/tests/fuzz_solve.c): each
+# input that translates is compiled by cc and solved in every mode, with ASan + UBSan on
+# the kernel, linked against the SUNDIALS of the set-up; seeds: the good corpus and the
+# example models; crashes to build/fuzz/artifacts/solve-*
+FUZZ_SOLVE_BIN := $(FUZZ_DIR)/fuzz_solve
+SUNDIALS_LIBS := cvodes idas arkode nvecserial sunmatrixdense sunlinsoldense sunmatrixsparse \
+  sunlinsolspgmr sunlinsolklu
+
+.PHONY: fuzz fuzz-solve
+fuzz-solve: system-deps $(STAMP_SUNDIALS)
+	@command -v clang >/dev/null 2>&1 || { $(call apt_install,clang); }
+	mkdir -p $(FUZZ_DIR)/solve-corpus $(FUZZ_DIR)/artifacts $(FUZZ_DIR)/solve-cache
+	prefix=$(SUNDIALS_PREFIX); \
+	if [ -n "$$prefix" ]; then inc="-I$$prefix/include"; libs="$(addprefix $$prefix/lib/libsundials_,$(addsuffix .a,$(SUNDIALS_LIBS)))"; \
+	else inc=; libs="$(addprefix -lsundials_,$(SUNDIALS_LIBS))"; fi; \
+	clang -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	  -I_ckernel $$inc -I/usr/include/suitesparse _ckernel/tests/fuzz_solve.c \
+	  $$(ls _ckernel/*.c) $$libs -lklu -lopenblas -ldl -lpthread -lm -o $(FUZZ_SOLVE_BIN)
+	$(FUZZ_SOLVE_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=512 -timeout=60 -rss_limit_mb=4096 \
+	  -dict=_ckernel/tests/fuzz.dict -artifact_prefix=$(FUZZ_DIR)/artifacts/solve- \
+	  $(FUZZ_DIR)/solve-corpus $(FUZZ_SEEDS)/good examples/models
+
 fuzz:
 	@command -v clang >/dev/null 2>&1 || { $(call apt_install,clang); }
 	mkdir -p $(FUZZ_DIR)/corpus $(FUZZ_DIR)/artifacts
