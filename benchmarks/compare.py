@@ -6,7 +6,7 @@ right-hand side) and tolerance: the best wall time of one solve over K repetitio
 times for each method, the ratio peer/ours, and the max abs error of the final state
 against a reference (the C baseline at rtol 1e-12, atol 1e-14; the 3-state Radau
 solution at rtol 1e-12 for the Robertson grid, whose cells all follow it). Then the
-gradient workloads (reverse and forward mode vs torchdiffeq), JIT compile and cached load,
+gradient workloads (reverse and forward mode vs pydiffsol and torchdiffeq), JIT compile and cached load,
 and the per-call overhead of solve_dense; each target gets PASS/FAIL.
 
     .venv/bin/python benchmarks/compare.py [--quick] [--json out.json] [--plot out.png]
@@ -432,7 +432,7 @@ def gradient_rows(args) -> list[dict]:
         g = np.random.default_rng(0).standard_normal((m.nout, len(prob.times)))
         t_solve, reps, _ = timed(lambda: m.solve_dense(p, prob.times), args.target)
         t_rev, _, grad = timed(lambda: m.reverse_mode(p, prob.times, g), args.target)
-        t_fwd, _, _ = timed(lambda: m.forward_mode(p, prob.times), args.target)
+        t_fwd, _, fwd = timed(lambda: m.forward_mode(p, prob.times), args.target)
         # the same gradient with gradient_method="auto" (forward sensitivities for few
         # parameters against many output times, else the adjoint)
         ma = dsp.DiffsolModule(prob.code, rtol=prob.rtol, atol=prob.atol, gradient_method="auto")
@@ -443,6 +443,13 @@ def gradient_rows(args) -> list[dict]:
                    auto_over_solve=t_auto / t_solve, auto_method=ma.last_gradient_method,
                    skipped={}, targets={"reverse <= 3x solve": t_rev / t_solve <= 3.0,
                                         "gradient (auto) <= 3x solve": t_auto / t_solve <= 3.0})
+        # the sensitivities' error: against forward_mode at rtol 1e-12 (a tight run of the
+        # same solver; the C baselines have no sensitivities)
+        sref = dsp.DiffsolModule(prob.code, rtol=1e-12, atol=prob.atol * 1e-4).forward_mode(
+            p, prob.times)[1].numpy()
+        row["sens_err"] = sens_error(fwd[1].numpy(), sref)
+        row.update(pydiffsol_gradients(prob, p, g, grad, t_rev, t_fwd, args, row["skipped"],
+                                       sref))
         if prob.name == "lotka_volterra":
             extra = torchdiffeq_gradients(prob, m, t_rev, args)
             row["targets"].update(extra.pop("peer_targets", {}))
@@ -450,6 +457,76 @@ def gradient_rows(args) -> list[dict]:
             row.update(extra)
         out.append(row)
     return out
+
+
+def sens_error(sens: np.ndarray, ref: np.ndarray) -> float:
+    """Max error of sensitivities (nparams, nout, nt) relative to each parameter's largest
+    reference entry, the worst parameter (Robertson's span 1e-2 to 1e7 in magnitude: one
+    scale for all would hide the small ones)."""
+    scale = np.max(np.abs(ref), axis=(1, 2), keepdims=True)
+    return float(np.max(np.abs(np.asarray(sens).reshape(ref.shape) - ref) / scale))
+
+
+def pydiffsol_gradients(prob: P.Problem, p, g, grad, t_rev: float, t_fwd: float, args,
+                        skipped: dict, sref: np.ndarray) -> dict:
+    """The same gradient from pydiffsol: its discrete adjoint (solve_adjoint_fwd, then
+    solve_adjoint_bkwd with the same grad_output) and its forward sensitivities
+    (solve_fwd_sens, at its default sensitivity tolerances), each as peer time / ours
+    (reverse_mode, forward_mode), the gradient's max difference relative to ours and the
+    sensitivities' error against sref like ours (sens_err). A failed solve is reported,
+    not raised."""
+    ds, why = peer_module("pydiffsol")
+    if ds is None:
+        skipped["pydiffsol"] = why
+        return {}
+    sparse = prob.sparse and prob.nstates >= 16
+    try:
+        ode = ds.Ode(prob.code, matrix_type=ds.faer_sparse if sparse else ds.nalgebra_dense)
+    except Exception as exc:
+        skipped["pydiffsol"] = f"refused the model: {type(exc).__name__}: {str(exc)[:120]}"
+        return {}
+    ode.rtol, ode.atol = prob.rtol, prob.atol
+    g = np.ascontiguousarray(g, dtype=np.float64)
+    grad = np.asarray(grad, dtype=np.float64).ravel()
+    res: dict[str, Any] = {}
+
+    def reverse():
+        sol, ck = ode.solve_adjoint_fwd(p, prob.times)
+        return np.asarray(ode.solve_adjoint_bkwd(sol, ck, g)).ravel()
+
+    def forward():
+        return np.asarray(ode.solve_fwd_sens(p, prob.times).sens)
+
+    # pydiffsol leaves the sensitivities out of the error control unless sens_rtol and
+    # sens_atol are set (its default, "forward"); "forward_ec" sets them to rtol and atol,
+    # the error control ours has by default
+    try:
+        ode_ec = ds.Ode(prob.code, matrix_type=ds.faer_sparse if sparse else ds.nalgebra_dense)
+        ode_ec.rtol, ode_ec.atol = prob.rtol, prob.atol
+        ode_ec.sens_rtol, ode_ec.sens_atol = prob.rtol, prob.atol
+    except Exception as exc:
+        ode_ec = None
+        skipped["pydiffsol forward_ec"] = f"failed: {str(exc)[:100]}"
+
+    def forward_ec():
+        return np.asarray(ode_ec.solve_fwd_sens(p, prob.times).sens)
+
+    runs = [("reverse", reverse, t_rev), ("forward", forward, t_fwd)]
+    if ode_ec is not None:
+        runs.append(("forward_ec", forward_ec, t_fwd))
+    for key, fn, ours_t in runs:
+        try:
+            tt, _, out = timed(fn, args.target, max_reps=20)
+        except Exception as exc:  # pydiffsol raises RuntimeError when its solver gives up
+            skipped[f"pydiffsol {key}"] = f"failed: {str(exc)[:100]}"
+            continue
+        res[f"pydiffsol_{key}_s"] = tt
+        res[f"pydiffsol_{key}_ratio"] = tt / ours_t
+        if key == "reverse":
+            res["pydiffsol_grad_relerr"] = float(np.max(np.abs(out - grad)) / np.max(np.abs(grad)))
+        else:
+            res[f"pydiffsol_{key.replace('forward', 'sens')}_err"] = sens_error(out, sref)
+    return res
 
 
 def torchdiffeq_gradients(prob: P.Problem, m, t_rev: float, args) -> dict:
@@ -495,12 +572,28 @@ def torchdiffeq_gradients(prob: P.Problem, m, t_rev: float, args) -> dict:
 
 def print_gradient_table(rows: list[dict]) -> None:
     print(f"\n{'problem':<16} {'n':>5} {'np':>3} {'solve':>9} {'reverse':>9} {'rev/solve':>9} "
-          f"{'fwd/solve':>9} {'auto/solve':>17}  torchdiffeq (adjoint, backprop) / ours reverse")
+          f"{'fwd/solve':>9} {'auto/solve':>17}  pydiffsol (reverse, forward) / ours;  "
+          f"torchdiffeq (adjoint, backprop) / ours reverse")
     for r in rows:
         extra = ""
+        if "pydiffsol_reverse_ratio" in r or "pydiffsol_forward_ratio" in r:
+            rv = r.get("pydiffsol_reverse_ratio")
+            fw = r.get("pydiffsol_forward_ratio")
+            extra = (f"pydiffsol {'-' if rv is None else f'{rv:.2f}x'}, "
+                     f"{'-' if fw is None else f'{fw:.2f}x'}")
+            if "pydiffsol_grad_relerr" in r:
+                extra += f" (grad rel. diff {r['pydiffsol_grad_relerr']:.1e})"
+            if "pydiffsol_sens_err" in r:
+                extra += (f" (sens. error {r['pydiffsol_sens_err']:.0e}, ours "
+                          f"{r['sens_err']:.0e})")
+            if "pydiffsol_forward_ec_ratio" in r:
+                extra += (f", with sens_rtol {r['pydiffsol_forward_ec_ratio']:.2f}x (error "
+                          f"{r['pydiffsol_sens_ec_err']:.0e})")
+            extra += ";  "
         if "torchdiffeq_adjoint_ratio" in r:
-            extra = (f"{r['torchdiffeq_adjoint_ratio']:.1f}x, {r['torchdiffeq_backprop_ratio']:.1f}x"
-                     f" (grad rel. diff {r['torchdiffeq_adjoint_grad_relerr']:.1e})")
+            extra += (f"torchdiffeq {r['torchdiffeq_adjoint_ratio']:.1f}x, "
+                      f"{r['torchdiffeq_backprop_ratio']:.1f}x"
+                      f" (grad rel. diff {r['torchdiffeq_adjoint_grad_relerr']:.1e})")
         for k, why in r.get("skipped", {}).items():
             extra += f" {k}: {why}"
         tg = ", ".join(f"{k}: {'PASS' if v else 'FAIL'}" for k, v in r["targets"].items())
@@ -627,17 +720,31 @@ def markdown(data: dict) -> str:
         out.append(f"| {name} | {r['nstates']} | {r['rtol']:.0e} | {fmt_t(r['times']['ours'])} | "
                    f"{r['errors']['ours']:.0e} | " + " | ".join(cells) + f" | {tg} |")
     out += ["", "| problem | states | params | solve | reverse | reverse/solve | forward/solve | "
-                "auto/solve (picked) | torchdiffeq adjoint / ours reverse | "
+                "auto/solve (picked) | pydiffsol adjoint / ours reverse | "
+                "pydiffsol forward / ours forward (sensitivity error: pydiffsol, ours) | "
+                "the same, pydiffsol with sens_rtol, sens_atol = rtol, atol (its error) | "
+                "torchdiffeq adjoint / ours reverse | "
                 "torchdiffeq backprop / ours reverse |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["gradients"]:
+        def peer(key, what):
+            if key in r:
+                return f"{r[key]:.2f}x"
+            why = r.get("skipped", {}).get(f"pydiffsol {what}", "")
+            return "failed" if why.startswith("failed") else "-"
+        pr, pf = peer("pydiffsol_reverse_ratio", "reverse"), peer("pydiffsol_forward_ratio", "forward")
+        if "pydiffsol_sens_err" in r:
+            pf += f" ({r['pydiffsol_sens_err']:.0e}, {r['sens_err']:.0e})"
+        pe = peer("pydiffsol_forward_ec_ratio", "forward_ec")
+        if "pydiffsol_sens_ec_err" in r:
+            pe += f" ({r['pydiffsol_sens_ec_err']:.0e})"
         a = f"{r['torchdiffeq_adjoint_ratio']:.0f}x" if "torchdiffeq_adjoint_ratio" in r else "-"
         b = f"{r['torchdiffeq_backprop_ratio']:.0f}x" if "torchdiffeq_backprop_ratio" in r else "-"
         auto = (f"{r['auto_over_solve']:.2f} ({r['auto_method']})" if "auto_over_solve" in r
                 else "-")
         out.append(f"| {r['problem']} | {r['nstates']} | {r['nparams']} | {fmt_t(r['solve_s'])} | "
                    f"{fmt_t(r['reverse_s'])} | {r['reverse_over_solve']:.2f} | "
-                   f"{r['forward_over_solve']:.2f} | {auto} | {a} | {b} |")
+                   f"{r['forward_over_solve']:.2f} | {auto} | {pr} | {pf} | {pe} | {a} | {b} |")
     out += ["", "| model | lines | bytes | generated C | cold compile (best / median of 3) | "
                 "cached load |", "|---|---|---|---|---|---|"]
     for r in data["compile"]:

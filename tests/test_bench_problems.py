@@ -80,3 +80,33 @@ def test_c_baseline_matches_ours(make):
     m = dsp.DiffsolModule(prob.code, rtol=1e-10, atol=1e-12)
     y = m.solve_dense(m.default_params, prob.times).numpy()[:, -1]
     np.testing.assert_allclose(out["y_final"], y, rtol=1e-6, atol=1e-9)
+
+
+def test_sensitivity_error_is_relative_to_each_parameter():
+    """compare.sens_error scales each parameter's errors by that parameter's largest
+    reference entry: Robertson's sensitivities span many decades, and one scale for all
+    would hide a wrong small one."""
+    import compare
+
+    ref = np.zeros((2, 1, 3))
+    ref[0, 0] = [1.0, 2.0, 4.0]        # large sensitivities
+    ref[1, 0] = [1e-6, 2e-6, 4e-6]     # small ones
+    sens = ref.copy()
+    sens[1, 0, 2] = 5e-6               # 25% off on the small parameter only
+    assert compare.sens_error(sens, ref) == pytest.approx(0.25)
+    assert compare.sens_error(ref, ref) == 0.0
+    # the peer's layout may be flat: the error does not depend on it
+    assert compare.sens_error(sens.ravel(), ref) == pytest.approx(0.25)
+
+
+def test_pydiffsol_gradients_name_a_missing_peer(monkeypatch):
+    """Without pydiffsol the gradient row records why and has no pydiffsol columns."""
+    import compare
+
+    monkeypatch.setattr(compare, "peer_module", lambda name: (None, f"{name} is not installed"))
+    prob = P.lotka_volterra()
+    skipped: dict = {}
+    out = compare.pydiffsol_gradients(prob, np.array(P.LV), np.ones((2, len(prob.times))),
+                                      np.ones(4), 1.0, 1.0, None, skipped, np.ones((4, 2, 3)))
+    assert out == {}
+    assert skipped == {"pydiffsol": "pydiffsol is not installed"}
