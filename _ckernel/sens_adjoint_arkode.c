@@ -11,7 +11,12 @@
  * memory in one-step mode, with the stop time at each output time; a
  * checkpoint (t, u) is stored at t0, every DSK_ARK_CK_STEPS-th internal step
  * and at every output time (so output times are always checkpoint
- * boundaries and the adjoint's jumps fall at interval ends).
+ * boundaries and the adjoint's jumps fall at interval ends).  Explicit tables
+ * without events or M that keep their steps (below) do not stop at the
+ * output times (forward_interpolated): an output inside a step is ARKODE's
+ * interpolant there, as in solve_dense, and its checkpoint holds that state
+ * and the step's end record, so the backward pass crosses it on the kept
+ * steps' interpolant (the forward pass takes a plain solve's steps).
  *
  * Backward pass (dsk_arkode_backward): for each checkpoint interval
  * [c_i, c_{i+1}], last to first, the forward trajectory is recomputed from
@@ -472,6 +477,55 @@ static int forward_event(dsk_solver *s, double tr, double tol, double tend, doub
   return rc;
 }
 
+/* The forward pass of dsk_arkode_forward_checkpointed for explicit tables
+   without events or M while the steps are kept: one step at a time to the last
+   output time (the stop time), each output inside a step from the interpolant
+   (a checkpoint with that state and the step's end record), as solve_dense
+   does.  If the kept steps outgrow DSK_ARK_KEEP_MEMORY the backward pass
+   recomputes from the checkpoints instead, the interpolated ones included. */
+static int forward_interpolated(dsk_solver *s, const double *times, int nt, double *y,
+                                long ck_every, dsk_status *st) {
+  struct dsk_adjoint_ark *a = s->adj_ark;
+  long steps = 0, rec_bytes = 8L * (1L + 3L * (long)a->n);
+  int j = 0, rc = DSK_OK, flag, stop_set = 0;
+  double *u = NV_DATA_S(s->y), *keep_u = NV_DATA_S(a->vmid);
+  while (rc == DSK_OK && j < nt) {
+    double tret = s->t_cur;
+    if (times[j] <= s->t_cur) { /* reached (t0, or the end of the last step) */
+      rc = push_ck(a, s->t_cur, u, j, 0, st);
+      if (rc == DSK_OK && y) rc = dsk_solver_store_output(s, times[j], y, nt, j, st);
+      j++;
+      continue;
+    }
+    if (!stop_set++) {
+      flag = s->be->set_stop_time(s, times[nt - 1]);
+      if (flag < 0) return dsk_solver_fail(s, flag, st);
+    }
+    rc = dsk_solver_step_to(s, times[nt - 1], 1, &tret, &flag, st); /* within max_steps */
+    if (rc != DSK_OK) break;
+    steps++;
+    if (a->keep) {
+      rc = record_step(s, tret, st);
+      if (rc != DSK_OK) break;
+      if ((long)a->nrec * rec_bytes > DSK_ARK_KEEP_MEMORY) a->keep = 0; /* recompute instead */
+    }
+    /* the outputs strictly inside the step: s->y holds each in turn (then the
+       step's end state again, kept in vmid) */
+    if (j < nt && times[j] < tret) memcpy(keep_u, u, (size_t)a->n * sizeof *u);
+    int inside = 0;
+    for (; rc == DSK_OK && j < nt && times[j] < tret; j++, inside = 1) {
+      flag = ARKStepGetDky(s->mem, times[j], 0, s->y);
+      if (flag < 0) return dsk_solver_fail(s, flag, st);
+      rc = push_ck(a, times[j], u, j, 0, st);
+      if (rc == DSK_OK && y) rc = dsk_solver_store_output(s, times[j], y, nt, j, st);
+    }
+    if (inside) memcpy(u, keep_u, (size_t)a->n * sizeof *u);
+    if (rc == DSK_OK && steps % ck_every == 0 && j < nt && tret < times[j])
+      rc = push_ck(a, tret, u, -1, 0, st);
+  }
+  return rc;
+}
+
 int dsk_arkode_forward_checkpointed(dsk_solver *s, const double *p, const double *times, int nt,
                                     double *y, dsk_status *st) {
   struct dsk_adjoint_ark *a;
@@ -501,6 +555,15 @@ int dsk_arkode_forward_checkpointed(dsk_solver *s, const double *p, const double
   if (rc == DSK_OK) rc = push_ck(a, s->t_cur, NV_DATA_S(s->y), -1, 0, st);
   double tol = 0.0; /* > 0 right after an event restart */
   int j = 0, N = 0;
+  /* Explicit tables without events or M, keeping the steps: no stop at each output
+     time.  The outputs inside a step come from ARKODE's interpolant, as in a plain
+     solve, and become checkpoints there (the backward pass interpolates the kept
+     steps across them); stopping at every output took 28% more steps and 44% more
+     right-hand sides on Lotka-Volterra with 41 output times, 2.5x and 3x with 401. */
+  if (rc == DSK_OK && a->keep && !s->implicit && s->nstop == 0 && !s->has_mass) {
+    rc = forward_interpolated(s, times, nt, y, ck_every, st);
+    j = nt;
+  }
   while (rc == DSK_OK && j < nt) {
     double *u = NV_DATA_S(s->y), tret = s->t_cur;
     N = (int)s->ws[s->tab->n_slot];
@@ -937,6 +1000,9 @@ int dsk_arkode_backward(dsk_solver *s, const double *g, double *grad, dsk_status
       /* kept trajectory: on to the next checkpoint with a jump (or t0) */
       while (c > 0 && !has_jump(a, nout, g, c, jlast)) c--;
       a->lo = a->ck_rec[c];
+      /* an output checkpoint inside a step (forward_interpolated) has the
+         step's end record: the step's start one covers it */
+      if (a->lo > 0 && a->rt[a->lo] > a->ck_t[c]) a->lo--;
       a->hi = a->ck_ne[c1] > 0 ? a->ck_rec[c1] - 1 : a->ck_rec[c1]; /* before its events */
       a->seg = a->hi;
       s->ws[s->tab->n_slot] = (double)a->ck_N[c];
