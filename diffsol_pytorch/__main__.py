@@ -7,6 +7,7 @@ plot. Errors print one clean message to stderr and exit with status 1.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -120,6 +121,10 @@ def build_info() -> dict[str, str]:
     from diffsol_pytorch import _kernel
 
     version, prefix = _kernel.sundials_build()
+    if prefix and not os.path.isdir(prefix):
+        # a wheel (pip install): the static build was made in pip's temporary build
+        # directory, gone since; the libraries are inside the extension
+        prefix += ", a build directory removed since: linked into the extension"
     where = (f"static, compiled with -O2 (scripts/build_sundials.sh, into {prefix})" if prefix
              else "the system's shared libraries (Debian's are compiled without -O2)")
     return {

@@ -142,3 +142,18 @@ def test_info_names_the_sundials_build():
         assert "-O2" in info["sundials"] and pathlib.Path(prefix).is_absolute()
     else:
         assert "system" in info["sundials"]
+
+
+def test_info_says_when_the_sundials_build_directory_is_gone(monkeypatch):
+    """A wheel's SUNDIALS was built in pip's temporary directory: `info` says it is gone
+    and the libraries are inside the extension, instead of naming a path that does not
+    exist as if it did."""
+    from diffsol_pytorch import __main__ as cli
+    from diffsol_pytorch import _kernel
+
+    monkeypatch.setattr(_kernel, "sundials_build", lambda: ("6.4.1", "/tmp/pip-build-xyz/sd"))
+    assert cli.build_info()["sundials"] == (
+        "6.4.1, static, compiled with -O2 (scripts/build_sundials.sh, into /tmp/pip-build-xyz/sd, "
+        "a build directory removed since: linked into the extension)")
+    monkeypatch.setattr(_kernel, "sundials_build", lambda: ("6.4.1", str(pathlib.Path.cwd())))
+    assert "removed" not in cli.build_info()["sundials"]
