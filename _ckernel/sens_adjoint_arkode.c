@@ -481,6 +481,19 @@ static int forward_event(dsk_solver *s, double tr, double tol, double tend, doub
   return rc;
 }
 
+/* One step of the checkpointed forward pass toward tout (within max_steps), kept
+   (record_step) while the kept steps fit in DSK_ARK_KEEP_MEMORY at rec_bytes each;
+   beyond, the backward pass recomputes from the checkpoints instead. */
+static int step_and_keep(dsk_solver *s, double tout, long rec_bytes, double *tret, int *flag,
+                         dsk_status *st) {
+  struct dsk_adjoint_ark *a = s->adj_ark;
+  int rc = dsk_solver_step_to(s, tout, 1, tret, flag, st);
+  if (rc != DSK_OK || !a->keep) return rc;
+  rc = record_step(s, *tret, st);
+  if (rc == DSK_OK && (long)a->nrec * rec_bytes > DSK_ARK_KEEP_MEMORY) a->keep = 0;
+  return rc;
+}
+
 /* The forward pass of dsk_arkode_forward_checkpointed for explicit tables
    without events or M while the steps are kept: one step at a time to the last
    output time (the stop time), each output inside a step from the interpolant
@@ -505,14 +518,9 @@ static int forward_interpolated(dsk_solver *s, const double *times, int nt, doub
       flag = s->be->set_stop_time(s, times[nt - 1]);
       if (flag < 0) return dsk_solver_fail(s, flag, st);
     }
-    rc = dsk_solver_step_to(s, times[nt - 1], 1, &tret, &flag, st); /* within max_steps */
+    rc = step_and_keep(s, times[nt - 1], rec_bytes, &tret, &flag, st);
     if (rc != DSK_OK) break;
     steps++;
-    if (a->keep) {
-      rc = record_step(s, tret, st);
-      if (rc != DSK_OK) break;
-      if ((long)a->nrec * rec_bytes > DSK_ARK_KEEP_MEMORY) a->keep = 0; /* recompute instead */
-    }
     /* the outputs strictly inside the step: s->y holds each in turn (then the
        step's end state again, kept in vmid) */
     if (j < nt && times[j] < tret) memcpy(keep_u, u, (size_t)a->n * sizeof *u);
@@ -582,14 +590,9 @@ int dsk_arkode_forward_checkpointed(dsk_solver *s, const double *p, const double
       rc = dsk_solver_fail(s, flag, st);
       break;
     }
-    rc = dsk_solver_step_to(s, times[j], 1, &tret, &flag, st); /* within max_steps */
+    rc = step_and_keep(s, times[j], rec_bytes, &tret, &flag, st);
     if (rc != DSK_OK) break;
     steps++;
-    if (a->keep) {
-      rc = record_step(s, tret, st);
-      if (rc != DSK_OK) break;
-      if ((long)a->nrec * rec_bytes > DSK_ARK_KEEP_MEMORY) a->keep = 0; /* recompute instead */
-    }
     if (flag == DSK_STEP_ROOT) {
       tol = dsk_solver_event_tol(s, tret);
       flag = s->be->root_info(s, s->rootsfound);
