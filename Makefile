@@ -30,8 +30,6 @@ DSK_STRESS := $(CTEST_DIR)/dsk_stress
 # the same two programs with AddressSanitizer (+ LeakSanitizer) and UBSan, in their own build dir
 ASAN_DIR := build/asan
 ASAN_STRESS_ITERATIONS ?= 3
-ASAN_ENV := ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=1 \
-  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 # iterations of the stress harness under valgrind (about 8 s of CPU each there)
 STRESS_ITERATIONS ?= 10
 VALGRIND := valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=1 \
@@ -153,7 +151,8 @@ test: setup
 	$(MAKE) --no-print-directory test-py
 
 # ASan/UBSan catch what valgrind cannot see (stack and global overflows, undefined
-# arithmetic) and run 10x faster; a report fails the run (halt_on_error)
+# arithmetic) and run 10x faster; a report fails the run (halt_on_error; options and the
+# fallback where LeakSanitizer cannot run: scripts/asan_run.sh)
 $(ASAN_DIR)/build.ninja: $(STAMP_SUNDIALS) | $(STAMP_BUILD)
 	$(VENV)/bin/meson setup $$([ -f $(ASAN_DIR)/meson-private/coredata.dat ] && echo --wipe) \
 	  $(ASAN_DIR) --buildtype=debug -Db_sanitize=address,undefined -Dsundials_prefix=$(SUNDIALS_PREFIX)
@@ -161,8 +160,8 @@ $(ASAN_DIR)/build.ninja: $(STAMP_SUNDIALS) | $(STAMP_BUILD)
 test-asan: system-deps check-sources $(ASAN_DIR)/build.ninja
 	$(VENV)/bin/ninja -C $(ASAN_DIR) build.ninja >/dev/null
 	$(VENV)/bin/meson compile -C $(ASAN_DIR) dsk_tests dsk_stress
-	$(ASAN_ENV) ./$(ASAN_DIR)/dsk_tests
-	$(ASAN_ENV) ./$(ASAN_DIR)/dsk_stress $(ASAN_STRESS_ITERATIONS)
+	scripts/asan_run.sh ./$(ASAN_DIR)/dsk_tests
+	scripts/asan_run.sh ./$(ASAN_DIR)/dsk_stress $(ASAN_STRESS_ITERATIONS)
 
 memcheck: system-deps check-sources $(DSK_TESTS) $(DSK_STRESS)
 	@command -v valgrind >/dev/null 2>&1 || { $(call apt_install,valgrind); }
