@@ -21,8 +21,9 @@
  * Backward pass (dsk_arkode_backward): for each checkpoint interval
  * [c_i, c_{i+1}], last to first, the forward trajectory is recomputed from
  * the checkpoint with the same method (the solver's ARKStep memory
- * re-initialised there), storing every step's (t, u, F(t, u)); u(t) inside
- * the interval is the cubic Hermite interpolant of those (ARKODE's own
+ * re-initialised there), storing every step's (t, u, and for the explicit
+ * tables F(t, u)); u(t) inside the interval is the cubic Hermite interpolant
+ * of those (ARKODE's own
  * interpolant only covers the last step).  For the explicit (order-5)
  * tables the cubic's O(h^4) error showed in the gradient (up to 7e-7
  * relative at rtol 1e-10), so their recomputation also stores u at each
@@ -481,16 +482,21 @@ static int forward_event(dsk_solver *s, double tr, double tol, double tend, doub
   return rc;
 }
 
+/* Bytes of one kept step: t and u, and for the explicit tables F and the
+   midpoint state (push_rec). */
+static long rec_bytes(const dsk_solver *s) {
+  return 8L * (1L + (long)s->n * (s->implicit ? 1L : 3L));
+}
+
 /* One step of the checkpointed forward pass toward tout (within max_steps), kept
-   (record_step) while the kept steps fit in DSK_ARK_KEEP_MEMORY at rec_bytes each;
-   beyond, the backward pass recomputes from the checkpoints instead. */
-static int step_and_keep(dsk_solver *s, double tout, long rec_bytes, double *tret, int *flag,
-                         dsk_status *st) {
+   (record_step) while the kept steps fit in DSK_ARK_KEEP_MEMORY; beyond, the
+   backward pass recomputes from the checkpoints instead. */
+static int step_and_keep(dsk_solver *s, double tout, double *tret, int *flag, dsk_status *st) {
   struct dsk_adjoint_ark *a = s->adj_ark;
   int rc = dsk_solver_step_to(s, tout, 1, tret, flag, st);
   if (rc != DSK_OK || !a->keep) return rc;
   rc = record_step(s, *tret, st);
-  if (rc == DSK_OK && (long)a->nrec * rec_bytes > DSK_ARK_KEEP_MEMORY) a->keep = 0;
+  if (rc == DSK_OK && (long)a->nrec * rec_bytes(s) > DSK_ARK_KEEP_MEMORY) a->keep = 0;
   return rc;
 }
 
@@ -503,7 +509,7 @@ static int step_and_keep(dsk_solver *s, double tout, long rec_bytes, double *tre
 static int forward_interpolated(dsk_solver *s, const double *times, int nt, double *y,
                                 long ck_every, dsk_status *st) {
   struct dsk_adjoint_ark *a = s->adj_ark;
-  long steps = 0, rec_bytes = 8L * (1L + 3L * (long)a->n);
+  long steps = 0;
   int j = 0, rc = DSK_OK, flag, stop_set = 0;
   double *u = NV_DATA_S(s->y), *keep_u = NV_DATA_S(a->vmid);
   while (rc == DSK_OK && j < nt) {
@@ -518,7 +524,7 @@ static int forward_interpolated(dsk_solver *s, const double *times, int nt, doub
       flag = s->be->set_stop_time(s, times[nt - 1]);
       if (flag < 0) return dsk_solver_fail(s, flag, st);
     }
-    rc = step_and_keep(s, times[nt - 1], rec_bytes, &tret, &flag, st);
+    rc = step_and_keep(s, times[nt - 1], &tret, &flag, st);
     if (rc != DSK_OK) break;
     steps++;
     /* the outputs strictly inside the step: s->y holds each in turn (then the
@@ -556,7 +562,6 @@ int dsk_arkode_forward_checkpointed(dsk_solver *s, const double *p, const double
   a->stop_j = nt;
   a->nrec = 0;
   a->keep = s->opt.checkpoint_steps <= 0;
-  long rec_bytes = 8L * (1L + (long)a->n * (s->implicit ? 2L : 3L));
   rc = dsk_solver_begin(s, p, times[nt - 1], st);
   if (rc == DSK_OK && s->has_mass) rc = mass_start(s, st);
   if (rc == DSK_OK && s->nstop > 0) { /* a recomputation may have left them off */
@@ -590,7 +595,7 @@ int dsk_arkode_forward_checkpointed(dsk_solver *s, const double *p, const double
       rc = dsk_solver_fail(s, flag, st);
       break;
     }
-    rc = step_and_keep(s, times[j], rec_bytes, &tret, &flag, st);
+    rc = step_and_keep(s, times[j], &tret, &flag, st);
     if (rc != DSK_OK) break;
     steps++;
     if (flag == DSK_STEP_ROOT) {
@@ -635,16 +640,21 @@ static int push_rec(dsk_solver *s, double t, const double *u, dsk_status *st) {
     if (tt) a->rt = tt;
     double *uu = tt ? realloc(a->ru, (size_t)cap * n * sizeof *uu + 1) : NULL;
     if (uu) a->ru = uu;
-    double *ff = uu ? realloc(a->rf, (size_t)cap * n * sizeof *ff + 1) : NULL;
+    /* F and the midpoint: the Hermite data of the explicit tables only (interp) */
+    double *ff = uu && !s->implicit ? realloc(a->rf, (size_t)cap * n * sizeof *ff + 1) : NULL;
     if (ff) a->rf = ff;
-    double *mm = ff && !s->implicit ? realloc(a->rm, (size_t)cap * n * sizeof *mm + 1) : NULL;
+    double *mm = ff ? realloc(a->rm, (size_t)cap * n * sizeof *mm + 1) : NULL;
     if (mm) a->rm = mm;
-    if (!tt || !uu || !ff || (!s->implicit && !mm))
+    if (!tt || !uu || (!s->implicit && !mm))
       return dsk_status_set(st, DSK_E_NOMEM, "out of memory (adjoint)");
     a->reccap = cap;
   }
   a->rt[a->nrec] = t;
   memcpy(a->ru + (size_t)a->nrec * n, u, n * sizeof *u);
+  if (s->implicit) {
+    a->nrec++;
+    return DSK_OK;
+  }
   double *f = a->rf + (size_t)a->nrec * n;
   int frc = s->tab->eval[DSK_FN_RHS](t, u, s->ws, f);
   if (frc) {

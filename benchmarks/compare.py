@@ -246,7 +246,9 @@ def torchode_solver(prob, rtol, atol, budget):
     return run, ""
 
 
-def pydiffsol_solver(prob, rtol, atol):
+def pydiffsol_ode(prob, rtol, atol, sens_tol=False):
+    """(pydiffsol.Ode of the problem at rtol, atol, or None; why not). sens_tol: its
+    sensitivities' error control at rtol, atol too (pydiffsol's default leaves them out)."""
     ds, why = peer_module("pydiffsol")
     if ds is None:
         return None, why
@@ -254,9 +256,18 @@ def pydiffsol_solver(prob, rtol, atol):
     try:
         # faer's sparse LU: pydiffsol 0.6.2's KLU option (ds.klu) segfaults on heat2d here
         ode = ds.Ode(prob.code, matrix_type=ds.faer_sparse if sparse else ds.nalgebra_dense)
+        ode.rtol, ode.atol = rtol, atol
+        if sens_tol:
+            ode.sens_rtol, ode.sens_atol = rtol, atol
     except Exception as exc:
         return None, f"pydiffsol refused the model: {type(exc).__name__}: {str(exc)[:120]}"
-    ode.rtol, ode.atol = rtol, atol
+    return ode, ""
+
+
+def pydiffsol_solver(prob, rtol, atol):
+    ode, why = pydiffsol_ode(prob, rtol, atol)
+    if ode is None:
+        return None, why
     p = dsp.DiffsolModule(prob.code).default_params.numpy()
 
     def run():
@@ -475,17 +486,14 @@ def pydiffsol_gradients(prob: P.Problem, p, g, grad, t_rev: float, t_fwd: float,
     (reverse_mode, forward_mode), the gradient's max difference relative to ours and the
     sensitivities' error against sref like ours (sens_err). A failed solve is reported,
     not raised."""
-    ds, why = peer_module("pydiffsol")
-    if ds is None:
+    ode, why = pydiffsol_ode(prob, prob.rtol, prob.atol)
+    if ode is None:
         skipped["pydiffsol"] = why
         return {}
-    sparse = prob.sparse and prob.nstates >= 16
-    try:
-        ode = ds.Ode(prob.code, matrix_type=ds.faer_sparse if sparse else ds.nalgebra_dense)
-    except Exception as exc:
-        skipped["pydiffsol"] = f"refused the model: {type(exc).__name__}: {str(exc)[:120]}"
-        return {}
-    ode.rtol, ode.atol = prob.rtol, prob.atol
+    # pydiffsol leaves the sensitivities out of the error control unless sens_rtol and
+    # sens_atol are set (its default, "forward"); "forward_ec" sets them to rtol and atol,
+    # the error control ours has by default
+    ode_ec, _ = pydiffsol_ode(prob, prob.rtol, prob.atol, sens_tol=True)
     g = np.ascontiguousarray(g, dtype=np.float64)
     grad = np.asarray(grad, dtype=np.float64).ravel()
     res: dict[str, Any] = {}
@@ -496,17 +504,6 @@ def pydiffsol_gradients(prob: P.Problem, p, g, grad, t_rev: float, t_fwd: float,
 
     def forward():
         return np.asarray(ode.solve_fwd_sens(p, prob.times).sens)
-
-    # pydiffsol leaves the sensitivities out of the error control unless sens_rtol and
-    # sens_atol are set (its default, "forward"); "forward_ec" sets them to rtol and atol,
-    # the error control ours has by default
-    try:
-        ode_ec = ds.Ode(prob.code, matrix_type=ds.faer_sparse if sparse else ds.nalgebra_dense)
-        ode_ec.rtol, ode_ec.atol = prob.rtol, prob.atol
-        ode_ec.sens_rtol, ode_ec.sens_atol = prob.rtol, prob.atol
-    except Exception as exc:
-        ode_ec = None
-        skipped["pydiffsol forward_ec"] = f"failed: {str(exc)[:100]}"
 
     def forward_ec():
         return np.asarray(ode_ec.solve_fwd_sens(p, prob.times).sens)
