@@ -114,6 +114,17 @@ int dsk_lin_eval_mass(dsk_solver *s, double t) {
   return dsk_model_mass_values(s->model, t, s->ws, s->mwork, s->mvals);
 }
 
+double dsk_lin_jac_norm1(const dsk_solver *s) {
+  const dsk_sparsity *J = dsk_model_jac_pattern(s->model);
+  double norm = 0.0;
+  for (int j = 0; j < s->n; j++) {
+    double col = 0.0;
+    for (int k = J->colptr[j]; k < J->colptr[j + 1]; k++) col += fabs(s->jvals[k]);
+    if (col > norm) norm = col;
+  }
+  return norm;
+}
+
 void dsk_lin_assemble(dsk_solver *s, SUNMatrix A, double cj, double cm) {
   const dsk_sparsity *J = dsk_model_jac_pattern(s->model);
   const dsk_sparsity *M = s->has_mass ? mass_pattern(s) : NULL;

@@ -258,6 +258,8 @@ int dsk_lin_create(dsk_solver *s, int with_mass, dsk_status *st);
 int dsk_lin_eval_jac(dsk_solver *s, double t, const double *u);
 /* Values of M at t into s->mvals; returns the model's code. */
 int dsk_lin_eval_mass(dsk_solver *s, double t);
+/* max_j sum_i |J_ij| of the values in s->jvals (a bound of J's spectral radius). */
+double dsk_lin_jac_norm1(const dsk_solver *s);
 /* A = cj * J + cm * M (from s->jvals, s->mvals), dense or sparse. */
 void dsk_lin_assemble(dsk_solver *s, SUNMatrix A, double cj, double cm);
 /* Is M (at t0, current parameters, values in s->mvals) singular?  Sets

@@ -24,6 +24,28 @@ static int cv_rhs(realtype t, N_Vector y, N_Vector ydot, void *data) {
   return rc ? dsk_solver_model_failed(s, "rhs", rc, t) : 0;
 }
 
+/* Jacobian reuse by stiffness.  CVODES refreshes J at a linear setup after
+   msbj steps (51 by default) or when the Newton iteration fails with a stale
+   one.  Where the step is stiff, gamma ||J||_1 > 1 (an explicit method would
+   be unstable at this h), a J at least every DSK_CV_STIFF_MSBJ steps makes
+   the corrector and with it the error estimate more exact: fewer failed
+   steps.  Measured over 13 tolerances (docs/performance.md, "Jacobian reuse
+   by stiffness"): Robertson 0.85x the steps at 0.67x the error, Van der Pol
+   0.92x at 0.95x, robertson_grid[2] and [10] 0.85x at 0.52-0.69x; the
+   non-stiff problems (Lotka-Volterra, the tanh networks: gamma ||J||_1 below
+   0.3) keep SUNDIALS' default and their results.  Decided at each Jacobian
+   evaluation; cv_reinit restores the default, so a solve never depends on
+   the one before. */
+#define DSK_CV_STIFF_MSBJ 20
+#define DSK_CV_STIFF_GAMMA_J 1.0
+
+static void jac_frequency(dsk_solver *s) {
+  realtype gamma;
+  if (CVodeGetCurrentGamma(s->mem, &gamma) != CV_SUCCESS) return;
+  int stiff = gamma * dsk_lin_jac_norm1(s) > DSK_CV_STIFF_GAMMA_J;
+  CVodeSetJacEvalFrequency(s->mem, stiff ? DSK_CV_STIFF_MSBJ : 0); /* 0: SUNDIALS' default */
+}
+
 static int cv_jac(realtype t, N_Vector y, N_Vector fy, SUNMatrix J, void *data, N_Vector tmp1,
                   N_Vector tmp2, N_Vector tmp3) {
   dsk_solver *s = data;
@@ -31,6 +53,7 @@ static int cv_jac(realtype t, N_Vector y, N_Vector fy, SUNMatrix J, void *data, 
   int rc = dsk_lin_eval_jac(s, t, NV_DATA_S(y));
   if (rc) return dsk_solver_model_failed(s, "rhs (Jacobian)", rc, t);
   dsk_lin_assemble(s, J, 1.0, 0.0);
+  jac_frequency(s);
   return 0;
 }
 
@@ -59,14 +82,11 @@ static int cv_create(dsk_solver *s, dsk_status *st) {
     call = "CVodeSetJacTimes", flag = CVodeSetJacTimes(s->mem, NULL, dsk_lin_jtimes);
   else if (flag == CV_SUCCESS && s->linsol != DSK_LS_FIXEDPOINT)
     call = "CVodeSetJacFn", flag = CVodeSetJacFn(s->mem, cv_jac);
-  /* The Jacobian-reuse frequencies stay at SUNDIALS' defaults.  Measured
-     (docs/performance_comparison.md): a fresh Jacobian at every linear setup
-     (CVodeSetJacEvalFrequency 1) saves 10-25% of the time on Robertson and
-     Van der Pol but doubles the error at the same rtol there and on
-     Lotka-Volterra (whose invariant drift notebook 03 checks), and costs 1.5x
-     on heat2d[100] (coloured sweeps); other frequencies, the Newton
-     coefficient and iteration limit and the step-size (eta) bounds gave
-     nothing or lost steps. */
+  /* How often J is refreshed: jac_frequency above; a fresh J at every linear
+     setup (CVodeSetJacEvalFrequency 1) doubles the error at the same rtol on
+     Robertson, Van der Pol and Lotka-Volterra and costs 1.5x on heat2d[100];
+     the Newton coefficient and iteration limit and the step-size (eta) bounds
+     gave nothing or lost steps (docs/performance.md). */
   if (flag == CV_SUCCESS && s->nstop > 0)
     call = "CVodeRootInit", flag = CVodeRootInit(s->mem, s->nstop, cv_root);
   if (flag == CV_SUCCESS && s->nstop > 0)
@@ -88,6 +108,8 @@ static int cv_reinit(dsk_solver *s, double t0, double tout1, dsk_status *st) {
   if (flag == CV_SUCCESS)
     call = "CVodeSetMaxNumSteps", flag = CVodeSetMaxNumSteps(s->mem, s->opt.max_steps);
   if (flag == CV_SUCCESS) call = "CVodeSetInitStep", flag = CVodeSetInitStep(s->mem, s->opt.h0);
+  if (flag == CV_SUCCESS && s->linsol != DSK_LS_FIXEDPOINT && s->linsol != DSK_LS_SPGMR)
+    call = "CVodeSetJacEvalFrequency", flag = CVodeSetJacEvalFrequency(s->mem, 0);
   (void)call;
   return flag == CV_SUCCESS ? DSK_OK : dsk_solver_fail(s, flag, st);
 }

@@ -503,6 +503,38 @@ static void test_heat_klu(const char *root) {
   dsk_model_free(m);
 }
 
+/* dsk_lin_jac_norm1: the largest column sum of |J| (the stiffness test of
+   solve_cvodes.c), J = [[-2, 1], [3, -7 b]] at b = 1, 2: columns 5 and 8
+   (the largest row sum would be 10), then 5 and 15. */
+static void test_jac_norm1(const char *root) {
+  dsk_jit_options jo = {root, NULL};
+  dsk_model *m = NULL;
+  dsk_solver *s = NULL;
+  dsk_status st;
+  dsk_solver_options o;
+  dsk_solver_options_default(&o);
+  int rc = dsk_model_compile("in_i { k = 1.0 }\nu_i { a = 1, b = 1 }\n"
+                             "F_i { -2 * a + b, 3 * a - 3.5 * k * b * b }\n",
+                             &jo, &m, &st);
+  CHECK_MSG(rc == DSK_OK, "%s", st.msg);
+  if (m) rc = dsk_solver_create(m, &o, &s, &st);
+  CHECK_MSG(!m || rc == DSK_OK, "%s", st.msg);
+  if (s) {
+    const double p[1] = {1.0};
+    double y[2];
+    const double times[1] = {0.0};
+    CHECK(dsk_solver_solve_dense(s, p, times, 1, y, &st) == DSK_OK); /* sets the parameters */
+    double u[2] = {1.0, 1.0};
+    CHECK(dsk_lin_eval_jac(s, 0.0, u) == 0);
+    CHECK_MSG(dsk_lin_jac_norm1(s) == 8.0, "%g", dsk_lin_jac_norm1(s));
+    u[1] = 2.0;
+    CHECK(dsk_lin_eval_jac(s, 0.0, u) == 0);
+    CHECK_MSG(dsk_lin_jac_norm1(s) == 15.0, "%g", dsk_lin_jac_norm1(s));
+  }
+  dsk_solver_free(s);
+  dsk_model_free(m);
+}
+
 static void test_dae_and_events(const char *root) {
   static const char rob[] =
       "in_i { k1 = 0.04, k2 = 10000, k3 = 30000000 }\n"
@@ -599,6 +631,7 @@ void suite_linsol(void) {
     return;
   }
   test_heat_klu(root);
+  test_jac_norm1(root);
   test_dae_and_events(root);
   char cmd[256];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
