@@ -34,8 +34,8 @@ static int cv_rhs(realtype t, N_Vector y, N_Vector ydot, void *data) {
    0.92x at 0.95x, robertson_grid[2] and [10] 0.85x at 0.52-0.69x; the
    non-stiff problems (Lotka-Volterra, the tanh networks: gamma ||J||_1 below
    0.3) keep SUNDIALS' default and their results.  Decided at each Jacobian
-   evaluation; cv_reinit restores the default, so a solve never depends on
-   the one before. */
+   evaluation; CVODES evaluates J at the first step after every (re)start
+   (nst == 0), so a solve never depends on the one before. */
 #define DSK_CV_STIFF_MSBJ 20
 #define DSK_CV_STIFF_GAMMA_J 1.0
 
@@ -108,8 +108,6 @@ static int cv_reinit(dsk_solver *s, double t0, double tout1, dsk_status *st) {
   if (flag == CV_SUCCESS)
     call = "CVodeSetMaxNumSteps", flag = CVodeSetMaxNumSteps(s->mem, s->opt.max_steps);
   if (flag == CV_SUCCESS) call = "CVodeSetInitStep", flag = CVodeSetInitStep(s->mem, s->opt.h0);
-  if (flag == CV_SUCCESS && s->linsol != DSK_LS_FIXEDPOINT && s->linsol != DSK_LS_SPGMR)
-    call = "CVodeSetJacEvalFrequency", flag = CVodeSetJacEvalFrequency(s->mem, 0);
   (void)call;
   return flag == CV_SUCCESS ? DSK_OK : dsk_solver_fail(s, flag, st);
 }

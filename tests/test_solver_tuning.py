@@ -71,7 +71,7 @@ def test_cvodes_jacobian_reuse_by_stiffness(name, scale):
     the default: 55-58."""
     prob = SMALL[name]()
     m = dsp.DiffsolModule(prob.code, rtol=prob.rtol * scale, atol=prob.atol * scale)
-    y = m.solve_dense(m.default_params, prob.times).numpy()[:, -1]
+    m.solve_dense(m.default_params, prob.times)
     st = m.stats
     assert 0 < st["jac_evals"] < 0.5 * st["lin_setups"], st
     per_jac = st["steps"] / st["jac_evals"]
@@ -79,12 +79,12 @@ def test_cvodes_jacobian_reuse_by_stiffness(name, scale):
         assert per_jac <= 40, st
     else:
         assert per_jac >= 45, st
-    ref = _radau(prob)
-    assert np.max(np.abs(y - ref)) <= 200 * (prob.rtol * scale * np.max(np.abs(ref)) + prob.atol)
+    # the accuracy at these tolerances: test_small_problems_at_benchmark_tolerances
 
 
 def test_cvodes_solve_does_not_depend_on_the_one_before():
-    """The stiffness decision is taken afresh in every solve: Van der Pol with mu = 1
+    """The stiffness decision is taken afresh in every solve (CVODES evaluates J at its
+    first step, where the frequency is set again): Van der Pol with mu = 1
     after a stiff solve (mu = 1000) on the same module is bit-for-bit a fresh module's."""
     prob = P.vanderpol()
     m = dsp.DiffsolModule(prob.code, rtol=1e-6, atol=1e-8)

@@ -89,7 +89,6 @@ int main(int argc, char **argv) {
     BENCH_CHECK(CVodeReInit(mem, 0.0, y));
     BENCH_CHECK(CVodeSStolerances(mem, a.rtol, a.atol));
     BENCH_CHECK(CVodeSetMaxNumSteps(mem, 100000));
-    BENCH_CHECK(CVodeSetJacEvalFrequency(mem, 0)); /* SUNDIALS' default at each start */
     BENCH_CHECK(CVodeSetStopTime(mem, a.times[a.nt - 1]));
     realtype tret = 0.0;
     for (int k = 0; k < a.nt; k++) {
