@@ -221,6 +221,8 @@ typedef struct dsk_solver_options {
   int sketch_min;        /* reverse mode, compiled models on CVODES/IDAS: above this many
                             parameters the gradient integral is the kernel's sketched
                             quadrature (sens_adjoint.c); 0: DSK_SKETCH_MIN (256) */
+  int adjoint_discrete;  /* reverse mode: 1 = the discrete adjoint of CVODES' BDF steps
+                            (sens_discrete.c) where it applies, else the continuous one */
 } dsk_solver_options;
 
 void dsk_solver_options_default(dsk_solver_options *o);
@@ -323,6 +325,14 @@ int dsk_solver_backward(dsk_solver *s, const double *g, double *grad, dsk_status
 /* A number that changes with every solve the solver starts: a checkpointed
    forward pass is the current one while it is unchanged. */
 long dsk_solver_generation(const dsk_solver *s);
+/* Options.adjoint_discrete (sens_discrete.c): 1 when reverse mode on this
+   solver takes the discrete adjoint of CVODES' BDF steps (adjoint_discrete
+   set, method bdf, no events, a dense or KLU Newton matrix) unless a pass
+   asks for checkpoint times or cannot be recorded exactly; 0 otherwise. */
+int dsk_solver_discrete_adjoint(const dsk_solver *s);
+/* 1 when the solver's last checkpointed forward pass is a discrete one (its
+   backward passes are the discrete adjoint's), 0 otherwise. */
+int dsk_solver_discrete_recorded(const dsk_solver *s);
 /* Both; the forward pass only goes as far as the last time with a non-zero g. */
 int dsk_solver_reverse(dsk_solver *s, const double *p, const double *times, int nt,
                        const double *g, double *grad, dsk_status *st);

@@ -180,6 +180,7 @@ struct dsk_adjoint {
 void dsk_adjoint_free(dsk_solver *s) {
   struct dsk_adjoint *a = s->adj;
   dsk_adjoint_arkode_free(s);
+  dsk_discrete_free(s);
   if (!a) return;
   if (a->LSB) SUNLinSolFree(a->LSB);
   if (a->NLSB) SUNNonlinSolFree(a->NLSB);
@@ -984,6 +985,11 @@ int dsk_solver_forward_checkpointed_at(dsk_solver *s, const double *p, const dou
   }
   a->generation = -1;
   a->segmented = s->nstop > 0 || nck > 0;
+  if (s->opt.adjoint_discrete && nck == 0 && dsk_discrete_supported(s)) {
+    rc = dsk_discrete_forward(s, p, times, nt, y, st);
+    if (rc != DSK_DISC_FALLBACK) return rc;
+    dsk_status_clear(st); /* a step it does not reproduce: the continuous adjoint */
+  }
   if (a->segmented) return forward_events(s, p, times, nt, ck, nck, y, st);
   rc = dsk_solver_begin(s, p, times[nt - 1], st);
   if (rc == DSK_OK && dae) rc = idas_record_mass(s, st);
@@ -1110,6 +1116,7 @@ int dsk_solver_backward(dsk_solver *s, const double *g, double *grad, dsk_status
     s->adj_budget_steps = lim < 1e15 ? (long)lim : 0;
   }
   if (s->be == &dsk_backend_arkode) return dsk_arkode_backward(s, g, grad, st);
+  if (dsk_discrete_recorded(s)) return dsk_discrete_backward(s, g, grad, st);
   a = s->adj;
   if (!a || a->generation < 0 || a->generation != s->generation)
     return dsk_status_set(st, DSK_E_ARG,

@@ -129,6 +129,9 @@ struct dsk_solver {
 
   /* sens_adjoint_arkode.c: checkpointed adjoint of the ARKODE methods, or NULL */
   struct dsk_adjoint_ark *adj_ark;
+
+  /* sens_discrete.c: the discrete adjoint of CVODES' BDF steps, or NULL */
+  struct dsk_discrete *disc;
 };
 
 /* ---- solve.c: callbacks' helpers -------------------------------------------- */
@@ -236,6 +239,22 @@ int dsk_arkode_forward_checkpointed(dsk_solver *s, const double *p, const double
 int dsk_arkode_backward(dsk_solver *s, const double *g, double *grad, dsk_status *st);
 /* Frees s->adj_ark (called from dsk_adjoint_free). */
 void dsk_adjoint_arkode_free(dsk_solver *s);
+
+/* ---- sens_discrete.c: reverse mode by the discrete adjoint of CVODES' BDF ---- */
+/* Returned by dsk_discrete_forward when it cannot record this pass exactly
+   (a step it does not reproduce, memory): the caller runs the continuous
+   adjoint instead.  Not a DSK_E_* code: it never reaches the user. */
+#define DSK_DISC_FALLBACK 100
+/* CVODES, bdf, no events, a dense or KLU Newton matrix, the adjoint code of F */
+int dsk_discrete_supported(const dsk_solver *s);
+/* The forward pass, recording every step; y as dsk_solver_solve_dense */
+int dsk_discrete_forward(dsk_solver *s, const double *p, const double *times, int nt, double *y,
+                         dsk_status *st);
+/* 1 when the last forward pass is a recorded discrete one still valid */
+int dsk_discrete_recorded(const dsk_solver *s);
+/* grad = the gradient of sum g .* y over the recorded pass (dsk_solver_backward) */
+int dsk_discrete_backward(dsk_solver *s, const double *g, double *grad, dsk_status *st);
+void dsk_discrete_free(dsk_solver *s);
 
 /* ---- nvec_ops.c ------------------------------------------------------------- */
 

@@ -79,6 +79,7 @@ cdef extern from "dsk.h" nogil:
                           dsk_model **out, dsk_status *st)
     long dsk_jit_compile_count()
     const dsk_gen_table *dsk_model_table(const dsk_model *m)
+    int dsk_model_jac_ncolors(const dsk_model *m)
     const char *dsk_model_path(const dsk_model *m)
     void dsk_model_free(dsk_model *m)
 
@@ -134,6 +135,7 @@ cdef extern from "dsk.h" nogil:
         double adjoint_atol
         double sens_rtol
         double sens_atol
+        int adjoint_discrete
 
     void dsk_solver_options_default(dsk_solver_options *o)
 
@@ -161,6 +163,8 @@ cdef extern from "dsk.h" nogil:
                                            dsk_status *st)
     int dsk_solver_backward(dsk_solver *s, const double *g, double *grad, dsk_status *st)
     long dsk_solver_generation(const dsk_solver *s)
+    int dsk_solver_discrete_adjoint(const dsk_solver *s)
+    int dsk_solver_discrete_recorded(const dsk_solver *s)
     int dsk_solver_reverse(dsk_solver *s, const double *p, const double *times, int nt,
                            const double *g, double *grad, dsk_status *st)
     void dsk_solver_set_backward_budget(dsk_solver *s, double ratio)
@@ -454,6 +458,13 @@ cdef class Model:
         return out
 
     @property
+    def jac_ncolors(self):
+        """Colours of the Jacobian's sparsity pattern: the tangent evaluations one
+        Jacobian costs."""
+        self._table()
+        return dsk_model_jac_ncolors(self.ptr)
+
+    @property
     def path(self):
         """Path of the loaded shared object in the JIT cache."""
         if self.ptr == NULL:
@@ -476,7 +487,7 @@ cdef class Model:
 cdef object _fill_options(dsk_solver_options *o, Model model, double rtol, atol, double t0,
                           h0, long max_steps, str method, str linear_solver,
                           int checkpoint_steps, double adjoint_rtol, double adjoint_atol,
-                          double sens_rtol, double sens_atol):
+                          double sens_rtol, double sens_atol, int adjoint_discrete=0):
     """Solver options from Python values (ValueError for bad ones); returns the
     per-state tolerance array that o.atol_vec points into (keep it alive), or None."""
     cdef double[::1] av
@@ -497,6 +508,7 @@ cdef object _fill_options(dsk_solver_options *o, Model model, double rtol, atol,
     o.adjoint_atol = adjoint_atol
     o.sens_rtol = sens_rtol
     o.sens_atol = sens_atol
+    o.adjoint_discrete = adjoint_discrete
     o.atol_vec = NULL
     if np.ndim(atol) == 0:
         o.atol = float(atol)
@@ -547,14 +559,14 @@ cdef class Solver:
     def __init__(self, Model model not None, double rtol=1e-6, atol=1e-6, double t0=0.0,
                  h0=None, long max_steps=100000, str method="bdf", str linear_solver="auto",
                  int checkpoint_steps=0, double adjoint_rtol=0.0, double adjoint_atol=0.0,
-                 double sens_rtol=0.0, double sens_atol=0.0):
+                 double sens_rtol=0.0, double sens_atol=0.0, int adjoint_discrete=0):
         cdef dsk_solver_options o
         cdef dsk_status st
         cdef dsk_solver *s = NULL
         cdef int rc
         self._atol_vec = _fill_options(&o, model, rtol, atol, t0, h0, max_steps, method,
                                        linear_solver, checkpoint_steps, adjoint_rtol,
-                                       adjoint_atol, sens_rtol, sens_atol)
+                                       adjoint_atol, sens_rtol, sens_atol, adjoint_discrete)
         dsk_status_clear(&st)
         with nogil:
             rc = dsk_solver_create(model.ptr, &o, &s, &st)
@@ -669,6 +681,20 @@ cdef class Solver:
         self._ready()
         with self._lock:
             return dsk_solver_generation(self.ptr)
+
+    def discrete_adjoint(self):
+        """discrete_adjoint() -> bool: reverse mode takes the discrete adjoint of
+        CVODES' BDF steps (adjoint_discrete set and the model and method allow it)."""
+        self._ready()
+        with self._lock:
+            return bool(dsk_solver_discrete_adjoint(self.ptr))
+
+    def discrete_recorded(self):
+        """discrete_recorded() -> bool: the last forward_checkpointed pass (or reverse
+        call) recorded the steps for the discrete adjoint."""
+        self._ready()
+        with self._lock:
+            return bool(dsk_solver_discrete_recorded(self.ptr))
 
     def backward(self, const double[:, ::1] g not None, double budget=0.0):
         """backward(g, budget=0.0) -> numpy.ndarray (nparams,) or None
@@ -909,14 +935,14 @@ cdef class Batch:
     def __init__(self, Model model not None, double rtol=1e-6, atol=1e-6, double t0=0.0,
                  h0=None, long max_steps=100000, str method="bdf", str linear_solver="auto",
                  int checkpoint_steps=0, double adjoint_rtol=0.0, double adjoint_atol=0.0,
-                 double sens_rtol=0.0, double sens_atol=0.0):
+                 double sens_rtol=0.0, double sens_atol=0.0, int adjoint_discrete=0):
         cdef dsk_solver_options o
         cdef dsk_status st
         cdef dsk_batch *b = NULL
         cdef int rc
         self._atol_vec = _fill_options(&o, model, rtol, atol, t0, h0, max_steps, method,
                                        linear_solver, checkpoint_steps, adjoint_rtol,
-                                       adjoint_atol, sens_rtol, sens_atol)
+                                       adjoint_atol, sens_rtol, sens_atol, adjoint_discrete)
         dsk_status_clear(&st)
         with nogil:
             rc = dsk_batch_create(model.ptr, &o, &b, &st)

@@ -199,7 +199,9 @@ def row_gradient(m: "DiffsolModule", p: np.ndarray, t: np.ndarray, g: np.ndarray
             if not fallback or "reverse mode" not in str(exc):
                 raise
         else:
-            if auto:
+            if m._solver.discrete_recorded():
+                m.last_gradient_method = "discrete"
+            elif auto:
                 record_adjoint_cost(m, t)
             if grad is not None:
                 return grad
@@ -236,7 +238,9 @@ def batch_gradient(m: "DiffsolModule", p: np.ndarray, t: np.ndarray, g: np.ndarr
             if not fallback or "reverse mode" not in str(exc):
                 raise
         else:
-            if auto:
+            if m._solver.discrete_adjoint():  # the workers' solvers have the same options
+                m.last_gradient_method = "discrete"
+            elif auto:
                 record_adjoint_cost(m, t, batch.last_steps)
             if grad is not None:
                 return grad

@@ -31,7 +31,7 @@ METHODS = ("bdf", "adams", "tsit45", "dopri5", "tr_bdf2", "esdirk34")
 #: documented ones; "lapack" and "sundials_dense" force one dense LU (benchmarks)
 LINEAR_SOLVERS = ("auto", "dense", "klu", "lapack", "sundials_dense", "spgmr", "fixedpoint")
 #: accepted values of ``gradient_method``
-GRADIENT_METHODS = ("adjoint", "forward", "auto")
+GRADIENT_METHODS = ("adjoint", "discrete", "forward", "auto")
 
 _REJECTED_TORCH_DTYPES = (torch.float16, torch.bfloat16)
 _F64 = np.dtype(np.float64)
@@ -191,11 +191,21 @@ class DiffsolModule:
     gradient_method : str, optional
         How :meth:`reverse_mode` and ``backward`` through :meth:`solve_dense`
         compute a gradient. ``"adjoint"`` (the default): the checkpointed adjoint,
-        whose cost does not grow with the number of parameters. ``"forward"``:
+        whose cost does not grow with the number of parameters. ``"discrete"``: with
+        ``bdf`` on an ODE without events, the discrete adjoint of the BDF steps
+        CVODES took: one backward step per forward step whatever the loss's output
+        times, the exact gradient of the outputs :meth:`solve_dense` returns; about
+        two solves in all (Robertson, Lotka-Volterra and heat1d with a loss on every
+        output time: 2.0-2.5x a solve against 5-15x for ``"adjoint"``). It keeps
+        ``nstates`` numbers and about 150 bytes per step (up to 512 MB) instead of
+        checkpoints; elsewhere (events, ``M``, another method or ``linear_solver``,
+        ``checkpoint_times``, more memory) it is ``"adjoint"``. ``"forward"``:
         forward sensitivities contracted with ``grad_output`` (the cost grows with
         the number of parameters, but the loss's output times cost nothing extra,
         where each one restarts the adjoint's backward integration).
-        ``"auto"``: forward sensitivities when there are at most 8 parameters and
+        ``"auto"``: the discrete adjoint where it applies (unless the model has one
+        parameter and a Jacobian of more than 8 colours); elsewhere, forward
+        sensitivities when there are at most 8 parameters and
         at least ``max(4, 2 * nparams)`` output times with a non-zero gradient
         (for ``backward``, output times), else the adjoint, and forward
         sensitivities wherever the adjoint does not cover the model (as ``backward``
@@ -206,7 +216,8 @@ class DiffsolModule:
         output times), it stops and that gradient, and the later ones over the
         same output times, come from forward sensitivities (on a stiff decay
         chain with 8-32 parameters, 6-16x faster than the adjoint).
-        ``last_gradient_method`` says which one ran.
+        ``last_gradient_method`` says which one ran (``"adjoint"``, ``"discrete"`` or
+        ``"forward"``).
     adjoint_rtol, adjoint_atol : float or None, optional
         Tolerances of the adjoint's backward integration (``lambda`` and the
         gradient integral). None (the default): ``rtol``, and ``atol`` times the
@@ -364,7 +375,7 @@ class DiffsolModule:
             self._model, rtol, self.atol, t0, h0, self.max_steps, method, linear_solver,
             checkpoint_steps=self.checkpoint_steps or 0, adjoint_rtol=adjoint_rtol or 0.0,
             adjoint_atol=adjoint_atol or 0.0, sens_rtol=sens_rtol or 0.0,
-            sens_atol=sens_atol or 0.0,
+            sens_atol=sens_atol or 0.0, adjoint_discrete=self._adjoint_discrete(),
         )
         if linear_solver != "auto" and self._solver.linear_solver == "none":
             # as SciPy's solve_ivp does for jac with an explicit method
@@ -388,16 +399,29 @@ class DiffsolModule:
                     self.method, self.linear_solver, checkpoint_steps=self.checkpoint_steps or 0,
                     adjoint_rtol=self.adjoint_rtol or 0.0, adjoint_atol=self.adjoint_atol or 0.0,
                     sens_rtol=self.sens_rtol or 0.0, sens_atol=self.sens_atol or 0.0,
+                    adjoint_discrete=self._adjoint_discrete(),
                 )
             return self._batch
 
+    def _adjoint_discrete(self) -> int:
+        """The kernel's adjoint_discrete option: 1 (the discrete adjoint of CVODES' BDF
+        steps where it applies) for gradient_method "discrete" and "auto"."""
+        return 1 if self.gradient_method in ("discrete", "auto") else 0
+
     def _gradient_by_forward(self, jumps: int, times: np.ndarray) -> bool:
         """Does a gradient over ``jumps`` of the output ``times`` come from forward
-        sensitivities? ("auto": few parameters against many output times, or an
-        adjoint measured costlier for these times, autograd.adjoint_costlier)"""
+        sensitivities? ("auto": not where the discrete adjoint applies, which costs
+        about two solves whatever the times and parameters; else few parameters against
+        many output times, or an adjoint measured costlier for these times,
+        autograd.adjoint_costlier)"""
         if self.gradient_method != "auto":
             return self.gradient_method == "forward"
         n = self.nparams
+        if self._solver.discrete_adjoint() and (n >= 2 or self._model.jac_ncolors <= 8):
+            return False
+        # one parameter and a dear Jacobian (the discrete adjoint's backward step
+        # solves with (I - gamma J)^T at every step: 5x a solve on a dense 16-state
+        # network, where forward sensitivities cost 3x): the choice below
         if 0 < n <= 8 and jumps >= max(4, 2 * n):
             return True
         return n > 0 and autograd.adjoint_costlier(self, times)
@@ -679,9 +703,12 @@ class DiffsolModule:
         vector-Jacobian products), whatever the number of parameters. Output
         times whose ``grad_output`` column is zero cost nothing, and the forward
         pass stops at the last time with a non-zero one. With the module's
-        ``gradient_method="forward"`` (or ``"auto"`` and few parameters against
-        many output times) the gradient is forward sensitivities contracted with
-        ``grad_output`` instead; ``last_gradient_method`` says which ran.
+        ``gradient_method="discrete"`` (or ``"auto"``), on ODEs with ``bdf`` and no
+        events, it is the discrete adjoint of the BDF steps instead (one backward step
+        per forward step, no restart at output times: docs/gradients.md); with
+        ``"forward"`` (or ``"auto"`` elsewhere, few parameters against many output
+        times) forward sensitivities contracted with ``grad_output``;
+        ``last_gradient_method`` says which ran.
 
         Parameters
         ----------

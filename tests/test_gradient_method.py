@@ -24,19 +24,22 @@ def lv(gradient_method, **kw):
                              gradient_method=gradient_method, **kw)
 
 
-@pytest.mark.parametrize("gm", ["adjoint", "forward", "auto"])
+@pytest.mark.parametrize("gm", ["adjoint", "discrete", "forward", "auto"])
 def test_reverse_mode_matches_finite_differences(gm):
     m = lv(gm)
     p = m.default_params.numpy()
     g = np.random.default_rng(5).normal(size=(m.nout, LV_TIMES.size))
     grad = m.reverse_mode(p, LV_TIMES, g).numpy()
     np.testing.assert_allclose(grad, central_fd(m, p, LV_TIMES, g), rtol=1e-5, atol=1e-8)
-    # 4 parameters, 11 output times with a gradient: auto takes forward sensitivities
-    assert m.last_gradient_method == {"adjoint": "adjoint"}.get(gm, "forward")
+    # bdf on an ODE without events: auto takes the discrete adjoint
+    assert m.last_gradient_method == {"adjoint": "adjoint", "forward": "forward"}.get(
+        gm, "discrete")
 
 
 def test_auto_takes_the_adjoint_for_few_output_times_or_many_parameters():
-    m = lv("auto")
+    """Where the discrete adjoint does not apply (here: adams), "auto" chooses between
+    the adjoint and forward sensitivities."""
+    m = lv("auto", method="adams")
     p = m.default_params.numpy()
     g = np.zeros((m.nout, LV_TIMES.size))
     g[:, [4, 10]] = 1.0  # 2 output times < max(4, 2 * 4)
@@ -48,7 +51,7 @@ def test_auto_takes_the_adjoint_for_few_output_times_or_many_parameters():
     names = ", ".join(f"a{k} = 0.1" for k in range(9))
     total = " + ".join(f"a{k}" for k in range(9))
     many = dsp.DiffsolModule(f"in_i {{ {names} }}\nu {{ 1 }}\nF {{ -({total}) * u }}\n",
-                             rtol=1e-10, atol=1e-12, gradient_method="auto")
+                             rtol=1e-10, atol=1e-12, gradient_method="auto", method="adams")
     ts = np.linspace(0.0, 2.0, 41)
     g = np.zeros((1, ts.size))
     g[0, [20, 40]] = 1.0
@@ -155,14 +158,17 @@ def test_auto_falls_back_to_forward_where_the_adjoint_does_not_reach():
     np.testing.assert_allclose(grad, want, rtol=1e-7)
 
 
-def _chain(rates):
+def _chain(rates, stop=False):
     """x0' = -k0 x0, x_i' = k_{i-1} x_{i-1} - k_i x_i: a linear decay chain, stiff for
-    rates over several decades."""
+    rates over several decades. stop: with a stop condition that never fires (x0 > 0),
+    which keeps the discrete adjoint out ("auto" then chooses between the adjoint and
+    forward sensitivities)."""
     n = len(rates)
     names = ", ".join(f"k{i} = {float(k)!r}" for i, k in enumerate(rates))
     rhs = ", ".join(["-k0 * x0"] + [f"k{i - 1} * x{i - 1} - k{i} * x{i}" for i in range(1, n)])
     states = ", ".join(f"x{i} = {1.0 if i == 0 else 0.0}" for i in range(n))
-    return f"in_i {{ {names} }}\nu_i {{ {states} }}\nF_i {{ {rhs} }}\n"
+    code = f"in_i {{ {names} }}\nu_i {{ {states} }}\nF_i {{ {rhs} }}\n"
+    return code + "stop { x0 + 1 }\n" if stop else code
 
 
 def _chain_gradient(rates, ts, g):
@@ -194,7 +200,7 @@ def test_auto_learns_that_forward_sensitivities_are_cheaper():
     closed form."""
     rates = np.logspace(-2, 4, 9)
     ts = np.logspace(-3, 2, 21)
-    code = _chain(rates)
+    code = _chain(rates, stop=True)
     g = np.random.default_rng(3).normal(size=(9, ts.size))
     want = _chain_gradient(rates, ts, g)
     # the adjoint alone: many more backward steps than forward ones
@@ -235,7 +241,8 @@ def test_auto_budget_in_batches():
     forward sensitivities at once."""
     rates = np.logspace(-2, 4, 9)
     ts = np.logspace(-3, 2, 21)
-    m = dsp.DiffsolModule(_chain(rates), rtol=1e-10, atol=1e-12, gradient_method="auto")
+    m = dsp.DiffsolModule(_chain(rates, stop=True), rtol=1e-10, atol=1e-12,
+                          gradient_method="auto")
     p = np.stack([rates, rates * 1.1])
     g = np.random.default_rng(5).normal(size=(2, 9, ts.size))
     grad = m.reverse_mode(p, ts, g, threads=2).numpy()
@@ -250,13 +257,14 @@ def test_auto_budget_in_batches():
 
 
 def test_auto_keeps_the_adjoint_where_it_is_cheaper():
-    """The same measurement on a non-stiff problem with 12 parameters: the adjoint's
-    restarts cost little there, so "auto" keeps it."""
+    """The same measurement on a non-stiff problem with 12 parameters (adams: no
+    discrete adjoint): the adjoint's restarts cost little there, so "auto" keeps it."""
     names = ", ".join(f"a{k} = {0.5 / 12:.17g}" for k in range(12))
     total = " + ".join(f"a{k}" for k in range(12))
     code = (f"in_i {{ {names} }}\nu_i {{ x = 1, y = 0 }}\ns {{ {total} }}\n"
             "F_i { -s * x + y, -x - 0.1 * y }\n")
-    m = dsp.DiffsolModule(code, rtol=1e-8, atol=1e-10, gradient_method="auto")
+    m = dsp.DiffsolModule(code, rtol=1e-8, atol=1e-10, gradient_method="auto",
+                          method="adams")
     ts = np.linspace(0.0, 10.0, 21)
     g = np.random.default_rng(4).normal(size=(m.nout, ts.size))
     p = m.default_params.numpy()

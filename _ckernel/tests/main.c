@@ -14,6 +14,7 @@ void suite_solver(void);
 void suite_linsol(void);
 void suite_corpus(void);
 void suite_adjoint(void);
+void suite_discrete(void);
 void suite_forward(void);
 void suite_batch(void);
 void suite_callback(void);
@@ -26,6 +27,7 @@ static const struct {
     {"emit", suite_emit}, {"jit", suite_jit},     {"solver", suite_solver},   {"linsol", suite_linsol},
     {"corpus", suite_corpus},
     {"adjoint", suite_adjoint},
+    {"discrete", suite_discrete},
     {"forward", suite_forward},
     {"batch", suite_batch},
     {"callback", suite_callback},

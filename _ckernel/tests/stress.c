@@ -90,17 +90,24 @@ static char *read_file(const char *dir, const char *name) {
   return buf;
 }
 
-static dsk_solver *make_solver(const dsk_model *m, int method, long max_steps, dsk_status *st) {
+/* discrete: opt.adjoint_discrete (sens_discrete.c), 0 elsewhere */
+static dsk_solver *make_solver_d(const dsk_model *m, int method, long max_steps, int discrete,
+                                 dsk_status *st) {
   dsk_solver_options o;
   dsk_solver *s = NULL;
   dsk_solver_options_default(&o);
   o.method = method;
+  o.adjoint_discrete = discrete;
   o.rtol = 1e-6;
   o.atol = 1e-8;
   o.sketch_min = 8; /* the sketch on the 10-parameter models (DSK_SKETCH_MIN is 256) */
   if (max_steps > 0) o.max_steps = max_steps;
   if (dsk_solver_create(m, &o, &s, st) != DSK_OK) return NULL;
   return s;
+}
+
+static dsk_solver *make_solver(const dsk_model *m, int method, long max_steps, dsk_status *st) {
+  return make_solver_d(m, method, max_steps, 0, st);
 }
 
 /* Every mode of one solver on one model; ok_reverse: the method covers it. */
@@ -276,6 +283,14 @@ int main(int argc, char **argv) {
       }
       tab = dsk_model_table(m);
       s = make_solver(m, DSK_BDF, 0, &st);
+      CHECK_MSG(s != NULL, "%s: %s", examples[e].file, st.msg);
+      if (s) {
+        exercise(s, tab, examples[e].t_end, examples[e].reverse, examples[e].file);
+        dsk_solver_free(s);
+      }
+      /* the discrete adjoint (where it does not apply, the continuous one), its replay
+         checked at every step on odd iterations */
+      s = make_solver_d(m, DSK_BDF, 0, 1 + it % 2, &st);
       CHECK_MSG(s != NULL, "%s: %s", examples[e].file, st.msg);
       if (s) {
         exercise(s, tab, examples[e].t_end, examples[e].reverse, examples[e].file);

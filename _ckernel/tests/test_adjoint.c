@@ -8,31 +8,12 @@
 
 #include "../dsk.h"
 #include "runner.h"
+#include "suite.h"
 
 void suite_adjoint(void);
 
-static char cache_dir[64];
-
-static dsk_model *compile(const char *src) {
-  dsk_jit_options opt = {cache_dir, NULL};
-  dsk_model *m = NULL;
-  dsk_status st;
-  int rc = dsk_model_compile(src, &opt, &m, &st);
-  CHECK_MSG(rc == DSK_OK, "%s", st.msg);
-  return rc == DSK_OK ? m : NULL;
-}
-
 static dsk_solver *solver_ls(dsk_model *m, int method, double rtol, double atol, int linsol) {
-  dsk_solver_options o;
-  dsk_solver *s = NULL;
-  dsk_status st;
-  dsk_solver_options_default(&o);
-  o.method = method;
-  o.rtol = rtol;
-  o.atol = atol;
-  o.linear_solver = linsol;
-  CHECK_MSG(dsk_solver_create(m, &o, &s, &st) == DSK_OK, "%s", st.msg);
-  return s;
+  return suite_solver(m, method, rtol, atol, linsol, 0);
 }
 
 static dsk_solver *solver(dsk_model *m, int method, double rtol, double atol) {
@@ -41,7 +22,7 @@ static dsk_solver *solver(dsk_model *m, int method, double rtol, double atol) {
 
 /* decay: out = a0 exp(-k t); L = sum_j g_j out(t_j) */
 static void test_decay_closed_form(void) {
-  dsk_model *m = compile("in_i { k = 0.7, a0 = 2.0 }\nu { a0 }\nF { -k * u }\n");
+  dsk_model *m = suite_compile("in_i { k = 0.7, a0 = 2.0 }\nu { a0 }\nF { -k * u }\n");
   if (!m) return;
   for (int method = 0; method < 2; method++) {
     dsk_solver *s = solver(m, method == 0 ? DSK_BDF : DSK_ADAMS, 1e-10, 1e-12);
@@ -104,7 +85,7 @@ static void test_decay_closed_form(void) {
 
 /* Robertson with several outputs: reverse mode against central differences. */
 static void test_robertson_fd(void) {
-  dsk_model *m = compile("in_i { k1 = 0.04, k2 = 10000, k3 = 30000000 }\n"
+  dsk_model *m = suite_compile("in_i { k1 = 0.04, k2 = 10000, k3 = 30000000 }\n"
                          "u_i { a = 1, b = 0, c = 0 }\n"
                          "F_i { -k1 * a + k2 * b * c, k1 * a - k2 * b * c - k3 * b * b, k3 * b * b }\n"
                          "out_i { a + 2 * c, 1e4 * b }\n");
@@ -118,21 +99,13 @@ static void test_robertson_fd(void) {
   if (s && ref) {
     const double p[3] = {0.04, 1e4, 3e7}, times[4] = {0.1, 1.0, 10.0, 40.0};
     const double g[8] = {0.5, -1.0, 0.25, 1.0, /* out 0 */ 1.0, 0.0, -2.0, 0.5 /* out 1 */};
-    double grad[3], y[8];
+    double grad[3];
     dsk_status st;
     double fd[3], scale = 0;
     CHECK_MSG(dsk_solver_reverse(s, p, times, 4, g, grad, &st) == DSK_OK, "%s", st.msg);
-    for (int k = 0; k < 3; k++) {
-      double pp[3] = {p[0], p[1], p[2]}, lp = 0, lm = 0, h = 1e-5 * p[k];
-      pp[k] = p[k] + h;
-      CHECK(dsk_solver_solve_dense(ref, pp, times, 4, y, &st) == DSK_OK);
-      for (int q = 0; q < 8; q++) lp += g[q] * y[q];
-      pp[k] = p[k] - h;
-      CHECK(dsk_solver_solve_dense(ref, pp, times, 4, y, &st) == DSK_OK);
-      for (int q = 0; q < 8; q++) lm += g[q] * y[q];
-      fd[k] = (lp - lm) / (2 * h);
+    suite_fd_gradient(ref, p, 3, times, 4, g, 2, 1e-5, fd);
+    for (int k = 0; k < 3; k++)
       if (fabs(fd[k] * p[k]) > scale) scale = fabs(fd[k] * p[k]);
-    }
     /* relative sensitivities p_k dL/dp_k, to 1e-4 of the largest */
     for (int k = 0; k < 3; k++)
       CHECK_MSG(fabs(grad[k] - fd[k]) * p[k] <= 1e-4 * scale, "dL/dp%d: %.10g vs FD %.10g", k,
@@ -161,7 +134,7 @@ static int heat_gradient(dsk_model *m, int method, int linsol, double rtol, doub
    gradient, and equal to central differences; the implicit ARKODE tables with
    KLU on the transposed pattern (and SUNDIALS dense): the same gradient. */
 static void test_linear_solvers(void) {
-  dsk_model *m = compile(
+  dsk_model *m = suite_compile(
       "in_i { kappa = 0.5, tb = 1.0 }\n"
       "L_ij { (0..60, 0..60): -2.0, (0..59, 1..60): 1.0, (1..60, 0..59): 1.0 }\n"
       "b_i { (0): tb, (1:59): 0.0, (59): tb }\n"
@@ -209,7 +182,7 @@ static void test_linear_solvers(void) {
   dsk_model_free(m);
   /* with a diagonal M depending on kappa (a heat capacity): KLU keeps the pattern,
      -(M^-1 dF/du)^T; the same gradient as the dense matrix */
-  m = compile("in_i { kappa = 0.5, tb = 1.0 }\n"
+  m = suite_compile("in_i { kappa = 0.5, tb = 1.0 }\n"
               "L_ij { (0..60, 0..60): -2.0, (0..59, 1..60): 1.0, (1..60, 0..59): 1.0 }\n"
               "b_i { (0): tb, (1:59): 0.0, (59): tb }\n"
               "c_i { (0:60): 1.0 + 0.5 * kappa }\n"
@@ -228,7 +201,7 @@ static void test_linear_solvers(void) {
 }
 
 static void test_refusals(void) {
-  dsk_model *m = compile("in_i { r = 1 }\nu { 1 }\nF { -r * u }\nstop { u - 0.5 }\n");
+  dsk_model *m = suite_compile("in_i { r = 1 }\nu { 1 }\nF { -r * u }\nstop { u - 0.5 }\n");
   if (!m) return;
   {
     dsk_solver *s = solver(m, DSK_BDF, 1e-6, 1e-8);
@@ -282,7 +255,7 @@ static void test_dae_mass_param_closed_form(void) {
       want[q] += g[j] * dx[q] + g[5 + j] * (2.0 * p[2] * x * dx[q] + (q == 2 ? x * x : 0.0));
   }
   for (int v = 0; v < 2; v++) {
-    dsk_model *m = compile(src[v]);
+    dsk_model *m = suite_compile(src[v]);
     if (!m) continue;
     for (int q = 0; q < 3; q++) {
       dsk_solver_options o;
@@ -330,7 +303,7 @@ static void test_dae_mass_param_closed_form(void) {
 /* A non-singular M with a parameter (IDAS without algebraic states):
    m x' = -k x, x(0) = 1, no out (the output is the state). */
 static void test_dae_regular_mass(void) {
-  dsk_model *m = compile("in_i { m = 2, k = 0.5 }\n"
+  dsk_model *m = suite_compile("in_i { m = 2, k = 0.5 }\n"
                          "u { x = 1 }\n"
                          "dudt { dxdt = 0 }\n"
                          "M { m * dxdt }\n"
@@ -360,7 +333,7 @@ static void test_dae_regular_mass(void) {
    reverse mode against central differences, and the three linear solvers
    agree. */
 static void test_robertson_dae_fd(void) {
-  dsk_model *m = compile("in_i { k1 = 0.04, k2 = 10000, k3 = 30000000 }\n"
+  dsk_model *m = suite_compile("in_i { k1 = 0.04, k2 = 10000, k3 = 30000000 }\n"
                          "u_i { a = 1, b = 0, c = 0 }\n"
                          "dudt_i { dadt = 1, dbdt = 0, dcdt = 0 }\n"
                          "M_i { dadt, dbdt, 0 }\n"
@@ -409,7 +382,7 @@ static void test_robertson_dae_fd(void) {
 
 /* M depending on t is refused (its adjoint needs dM/dt). */
 static void test_dae_refuses_time_dependent_mass(void) {
-  dsk_model *m = compile("in_i { k = 0.5 }\n"
+  dsk_model *m = suite_compile("in_i { k = 0.5 }\n"
                          "u_i { x = 1, y = 0 }\n"
                          "dudt_i { dxdt = 0, dydt = 0 }\n"
                          "M_i { (1 + t) * dxdt, 0 }\n"
@@ -434,7 +407,7 @@ static void test_dae_refuses_time_dependent_mass(void) {
 /* The dosing model (doses at fixed times): the closed form
    q(t) = sum_{t_d <= t} 50 exp(-k (t - t_d)), k = cl / vol, out = q / vol. */
 static void test_dosing_closed_form(void) {
-  dsk_model *m = compile("in_i { cl = 2.0, vol = 10.0 }\n"
+  dsk_model *m = suite_compile("in_i { cl = 2.0, vol = 10.0 }\n"
                          "tdose_i { 4.0, 8.0, 12.0 }\n"
                          "amt_i { 50.0, 50.0, 50.0 }\n"
                          "u_i { q = 50.0 }\n"
@@ -488,7 +461,7 @@ static void test_dosing_closed_form(void) {
 /* A bouncing ball: the bounce times depend on the state and on g, e, h0.
    Reverse mode against central differences of the solve and forward mode. */
 static void test_ball(void) {
-  dsk_model *m = compile("in_i { g = 9.81, e = 0.8, h0 = 10.0 }\n"
+  dsk_model *m = suite_compile("in_i { g = 9.81, e = 0.8, h0 = 10.0 }\n"
                          "u_i { h = h0, v = 0.0 }\n"
                          "F_i { v, -g }\n"
                          "stop_i { h }\n"
@@ -545,12 +518,12 @@ static double ark_fd(dsk_solver *s, const double *p, int np, int k, const double
 
 static void test_arkode_methods(void) {
   static const int methods[4] = {DSK_TSIT45, DSK_DOPRI5, DSK_TR_BDF2, DSK_ESDIRK34};
-  dsk_model *dec = compile("in_i { k = 0.7, a0 = 2.0 }\nu { a0 }\nF { -k * u }\n");
-  dsk_model *lv = compile("in_i { a = 1.5, b = 1.0, c = 3.0, d = 1.0 }\n"
+  dsk_model *dec = suite_compile("in_i { k = 0.7, a0 = 2.0 }\nu { a0 }\nF { -k * u }\n");
+  dsk_model *lv = suite_compile("in_i { a = 1.5, b = 1.0, c = 3.0, d = 1.0 }\n"
                           "u_i { x = 1.0, y = 1.0 }\n"
                           "F_i { a * x - b * x * y, -c * y + d * x * y }\n"
                           "out_i { x * y, x + 2 * y }\n");
-  dsk_model *rob = compile("in_i { k1 = 0.04, k2 = 10000, k3 = 30000000 }\n"
+  dsk_model *rob = suite_compile("in_i { k1 = 0.04, k2 = 10000, k3 = 30000000 }\n"
                            "u_i { a = 1, b = 0, c = 0 }\n"
                            "F_i { -k1 * a + k2 * b * c, k1 * a - k2 * b * c - k3 * b * b,"
                            " k3 * b * b }\n"
@@ -638,17 +611,17 @@ static void test_arkode_methods(void) {
   {
     /* a mass matrix: m x' = -k x, x = exp(-k t / m), L = x(0) + x(1); with events (a
        sawtooth: reset to 1 at x = 0.5); refused: a gradient after a stop without reset */
-    dsk_model *mm = compile("in_i { m = 2, k = 0.5 }\nu { x = 1 }\ndudt { dxdt = 0 }\n"
+    dsk_model *mm = suite_compile("in_i { m = 2, k = 0.5 }\nu { x = 1 }\ndudt { dxdt = 0 }\n"
                             "M { m * dxdt }\nF { -k * x }\n");
-    dsk_model *mev = compile("in_i { m = 2, k = 0.5 }\nu { x = 1 }\ndudt { dxdt = 0 }\n"
+    dsk_model *mev = suite_compile("in_i { m = 2, k = 0.5 }\nu { x = 1 }\ndudt { dxdt = 0 }\n"
                              "M { m * dxdt }\nF { -k * x }\nstop { x - 0.5 }\nreset { 1 }\n");
-    dsk_model *ev = compile("in_i { r = 1 }\nu { 1 }\nF { -r * u }\nstop { u - 0.5 }\n");
+    dsk_model *ev = suite_compile("in_i { r = 1 }\nu { 1 }\nF { -r * u }\nstop { u - 0.5 }\n");
     const double p[2] = {2.0, 0.5}, t[2] = {0, 1}, g[2] = {1, 1};
     const double e = exp(-p[1] / p[0]), want[2] = {e * p[1] / (p[0] * p[0]), -e / p[0]};
     double grad[2];
     dsk_status st;
     /* and M depending on t: (m + t) x' = -k x, x = (m / (m + t))^k */
-    dsk_model *mt = compile("in_i { m = 2, k = 0.5 }\nu { x = 1 }\ndudt { dxdt = 0 }\n"
+    dsk_model *mt = suite_compile("in_i { m = 2, k = 0.5 }\nu { x = 1 }\ndudt { dxdt = 0 }\n"
                             "M { (m + t) * dxdt }\nF { -k * x }\n");
     const double r = p[0] / (p[0] + 1),
                  want_t[2] = {p[1] * pow(r, p[1] - 1) / ((p[0] + 1) * (p[0] + 1)),
@@ -703,7 +676,7 @@ static void test_arkode_methods(void) {
    function on the algebraic state.  Against forward mode and central
    differences. */
 static void test_dae_threshold(void) {
-  dsk_model *m = compile("in_i { cur = 2.0, tau = 1.5, vth = 2.0, c = 2.0 }\n"
+  dsk_model *m = suite_compile("in_i { cur = 2.0, tau = 1.5, vth = 2.0, c = 2.0 }\n"
                          "u_i { x = 0.0, y = 0.0 }\n"
                          "dudt_i { dxdt = 0, dydt = 0 }\n"
                          "M_i { dxdt, 0 }\n"
@@ -774,7 +747,7 @@ static void test_many_params_closed_form(void) {
   for (int i = 0; i < MANY_N; i++)
     len += (size_t)snprintf(src + len, sizeof src - len, "-a%d * x%d%s", i, i,
                             i + 1 < MANY_N ? ", " : " }\n");
-  dsk_model *m = compile(src);
+  dsk_model *m = suite_compile(src);
   if (!m) return;
   for (int k = 0; k < 2 * MANY_N; k++) want[k] = 0.0;
   for (int i = 0; i < MANY_N; i++)
@@ -825,7 +798,7 @@ static void test_many_params_closed_form(void) {
 /* adams with fixed-point iteration (DSK_LS_FIXEDPOINT): the closed form, no Jacobian
    nor linear setup, the forward sensitivities and the adjoint; bdf refuses it. */
 static void test_fixedpoint(void) {
-  dsk_model *m = compile("in_i { k = 0.7, a0 = 2.5 }\nu { a0 }\nF { -k * u }\n");
+  dsk_model *m = suite_compile("in_i { k = 0.7, a0 = 2.5 }\nu { a0 }\nF { -k * u }\n");
   if (!m) return;
   dsk_solver_options o;
   dsk_solver_options_default(&o);
@@ -883,7 +856,7 @@ static void test_backward_budget(void) {
       "F_i { a * x - b * x * y, -c * y + d * x * y }\n"};
   static const int method[3] = {DSK_BDF, DSK_BDF, DSK_TSIT45};
   for (int c = 0; c < 3; c++) {
-    dsk_model *m = compile(src[c]);
+    dsk_model *m = suite_compile(src[c]);
     dsk_solver *s;
     if (!m) continue;
     s = solver(m, method[c], 1e-8, 1e-10);
@@ -926,12 +899,7 @@ static void test_backward_budget(void) {
 }
 
 void suite_adjoint(void) {
-  char cmd[128];
-  strcpy(cache_dir, "/tmp/dsk_adjoint_XXXXXX");
-  if (!mkdtemp(cache_dir)) {
-    CHECK(!"mkdtemp");
-    return;
-  }
+  if (!suite_cache_open("adjoint")) return;
   test_decay_closed_form();
   test_many_params_closed_form();
   test_fixedpoint();
@@ -947,6 +915,5 @@ void suite_adjoint(void) {
   test_dae_refuses_time_dependent_mass();
   test_arkode_methods();
   test_backward_budget();
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", cache_dir);
-  if (system(cmd) != 0) printf("could not remove %s\n", cache_dir);
+  suite_cache_close();
 }
