@@ -10,9 +10,12 @@ the kernel's callback model calls back into Python for
   products from ``torch.func.jvp`` (the kernel assembles the dense matrix from ``n``
   products: fewer Python-side constraints, no saving for large states yet);
 * the adjoint: vector-Jacobian products ``(df/dy)^T w`` and ``(df/dtheta)^T w`` from
-  ``torch.autograd.grad`` w.r.t. the state and every parameter in ``adjoint_params``,
-  over the checkpointed forward pass (CVODES/ARKODE checkpointed adjoint, backward
-  quadrature for the parameter gradient).
+  ``torch.autograd.grad`` w.r.t. the state and every parameter in ``adjoint_params``:
+  with ``bdf`` and no event, the discrete adjoint of the BDF steps
+  (``options={"adjoint": "discrete"}``, the default: one backward step per forward
+  step), else, or with ``"continuous"`` or ``adjoint_rtol``/``adjoint_atol``, the
+  checkpointed continuous adjoint (CVODES/ARKODE, backward quadrature for the
+  parameter gradient).
 
 Both ``odeint`` and ``odeint_adjoint`` return a tensor whose gradient w.r.t. ``y0`` and
 the parameters comes from that adjoint (torchdiffeq's ``odeint`` backpropagates through
@@ -40,7 +43,7 @@ __all__ = ["odeint", "odeint_adjoint", "METHODS", "OPTIONS"]
 METHODS = ("bdf", "adams", "tsit45", "dopri5", "tr_bdf2", "esdirk34")
 _IMPLICIT = {"bdf", "adams", "tr_bdf2", "esdirk34"}
 #: the keys of ``options``
-OPTIONS = ("max_num_steps", "first_step", "jacobian", "checkpoints")
+OPTIONS = ("max_num_steps", "first_step", "jacobian", "checkpoints", "adjoint")
 
 Tensors = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
 
@@ -107,7 +110,8 @@ def _check_options(options: Optional[Dict[str, Any]], method: str) -> Dict[str, 
     unknown = sorted(set(opts) - set(OPTIONS))
     if unknown:
         raise ValueError(f"unknown options {unknown}; known: {list(OPTIONS)}")
-    out: Dict[str, Any] = {"max_steps": 100_000, "h0": None, "jacobian": "dense", "checkpoints": 0}
+    out: Dict[str, Any] = {"max_steps": 100_000, "h0": None, "jacobian": "dense", "checkpoints": 0,
+                           "adjoint": "discrete"}
     if opts.get("max_num_steps") is not None:
         n = opts["max_num_steps"]
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
@@ -123,6 +127,11 @@ def _check_options(options: Optional[Dict[str, Any]], method: str) -> Dict[str, 
         if j not in ("dense", "matrix_free"):
             raise ValueError(f"options['jacobian'] must be 'dense' or 'matrix_free', got {j!r}")
         out["jacobian"] = j
+    if opts.get("adjoint") is not None:
+        a = opts["adjoint"]
+        if a not in ("discrete", "continuous"):
+            raise ValueError(f"options['adjoint'] must be 'discrete' or 'continuous', got {a!r}")
+        out["adjoint"] = a
     if opts.get("checkpoints") is not None:
         c = opts["checkpoints"]
         if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 1:
@@ -271,7 +280,9 @@ class _Run:
         self.solver = _kernel.Solver(
             self.model, rtol=rtol, atol=atol, t0=float(times[0]), h0=opts["h0"],
             max_steps=opts["max_steps"], method=method, checkpoint_steps=opts["checkpoints"],
-            adjoint_rtol=adjoint_tols[0], adjoint_atol=adjoint_tols[1])
+            adjoint_rtol=adjoint_tols[0], adjoint_atol=adjoint_tols[1],
+            # the backward pass's own tolerances are those of the continuous adjoint
+            adjoint_discrete=1 if opts["adjoint"] == "discrete" and not any(adjoint_tols) else 0)
 
     def _stop(self, s, y, g):
         prob = self.prob
