@@ -712,6 +712,22 @@ static int ida_fail(dsk_solver *s, int flag, const char *call, dsk_status *st) {
 
 /* A matrix and linear solver of the forward's kind on the transposed
    pattern (KLU) or dense. */
+int dsk_adjoint_klu_t(dsk_solver *s, N_Vector y, const int *tcolptr, const int *trowidx,
+                      SUNMatrix *A, SUNLinearSolver *LS, dsk_status *st) {
+  *A = SUNSparseMatrix(s->n, s->n, s->U.nnz, CSC_MAT, s->ctx);
+  if (*A) {
+    sunindextype *cp = SM_INDEXPTRS_S((*A)), *ri = SM_INDEXVALS_S((*A));
+    for (int j = 0; j <= s->n; j++) cp[j] = (sunindextype)tcolptr[j];
+    for (int k = 0; k < s->U.nnz; k++) ri[k] = (sunindextype)trowidx[k];
+  }
+  *LS = *A ? SUNLinSol_KLU(y, *A, s->ctx) : NULL;
+  /* AMD, as the forward's (linsol.c) */
+  if (*LS && SUNLinSol_KLUSetOrdering(*LS, 0) != SUNLS_SUCCESS)
+    return dsk_status_set(st, DSK_E_SOLVER, "SUNLinSol_KLUSetOrdering failed (adjoint)");
+  if (!*A || !*LS) return dsk_status_set(st, DSK_E_NOMEM, "out of memory (adjoint)");
+  return DSK_OK;
+}
+
 static int transposed_pair(dsk_solver *s, SUNMatrix *A, SUNLinearSolver *LS, dsk_status *st) {
   struct dsk_adjoint *a = s->adj;
   if (s->linsol == DSK_LS_KLU) {
@@ -719,16 +735,8 @@ static int transposed_pair(dsk_solver *s, SUNMatrix *A, SUNLinearSolver *LS, dsk
       int rc = transpose_pattern(s, st);
       if (rc != DSK_OK) return rc;
     }
-    *A = SUNSparseMatrix(s->n, s->n, s->U.nnz, CSC_MAT, s->ctx);
-    if (*A) {
-      sunindextype *cp = SM_INDEXPTRS_S((*A)), *ri = SM_INDEXVALS_S((*A));
-      for (int j = 0; j <= s->n; j++) cp[j] = (sunindextype)a->tcolptr[j];
-      for (int k = 0; k < s->U.nnz; k++) ri[k] = (sunindextype)a->trowidx[k];
-    }
-    *LS = *A ? SUNLinSol_KLU(a->yB, *A, s->ctx) : NULL;
-    /* AMD, as the forward's (linsol.c) */
-    if (*LS && SUNLinSol_KLUSetOrdering(*LS, 0) != SUNLS_SUCCESS)
-      return dsk_status_set(st, DSK_E_SOLVER, "SUNLinSol_KLUSetOrdering failed (adjoint)");
+    int rc = dsk_adjoint_klu_t(s, a->yB, a->tcolptr, a->trowidx, A, LS, st);
+    if (rc != DSK_OK) return rc;
   } else {
     *A = SUNDenseMatrix(s->n, s->n, s->ctx);
     *LS = !*A ? NULL

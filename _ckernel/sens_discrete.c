@@ -45,7 +45,6 @@
 #include <string.h>
 
 #include <cvodes/cvodes.h>
-#include <sunlinsol/sunlinsol_klu.h>
 #include <sunmatrix/sunmatrix_sparse.h>
 
 #include "solve.h"
@@ -154,17 +153,15 @@ static int state(dsk_solver *s, dsk_status *st) {
       dsk_discrete_free(s);
       return dsk_status_set(st, DSK_E_NOMEM, "out of memory (discrete adjoint)");
     }
-    d->A = SUNSparseMatrix(s->n, s->n, s->U.nnz, CSC_MAT, s->ctx);
     d->xv = N_VNew_Serial(s->n, s->ctx);
     d->bv = N_VNew_Serial(s->n, s->ctx);
-    d->LS = d->A && d->xv ? SUNLinSol_KLU(d->xv, d->A, s->ctx) : NULL;
-    if (!d->LS || !d->bv || SUNLinSol_KLUSetOrdering(d->LS, 0) != SUNLS_SUCCESS) {
+    int rc = d->xv && d->bv
+                 ? dsk_adjoint_klu_t(s, d->xv, d->tcolptr, d->trowidx, &d->A, &d->LS, st)
+                 : dsk_status_set(st, DSK_E_NOMEM, "out of memory (discrete adjoint)");
+    if (rc != DSK_OK) {
       dsk_discrete_free(s);
-      return dsk_status_set(st, DSK_E_NOMEM, "out of memory (discrete adjoint)");
+      return rc;
     }
-    sunindextype *cp = SM_INDEXPTRS_S(d->A), *ri = SM_INDEXVALS_S(d->A);
-    for (int j = 0; j <= s->n; j++) cp[j] = (sunindextype)d->tcolptr[j];
-    for (int k = 0; k < s->U.nnz; k++) ri[k] = (sunindextype)d->trowidx[k];
   } else {
     d->lu = calloc(n * n + 1, sizeof(double));
     d->ipiv = calloc(n + 1, sizeof(int));
@@ -386,11 +383,13 @@ int dsk_discrete_forward(dsk_solver *s, const double *p, const double *times, in
   rc = dsk_solver_begin(s, p, times[nt - 1], st);
   if (rc != DSK_OK) return rc;
   memcpy(d->ys, NV_DATA_S(s->y), (size_t)n * sizeof(double));
-  memcpy(d->z0, d->ys, (size_t)n * sizeof(double));
-  int frc = s->tab->eval[DSK_FN_RHS](s->opt.t0, d->ys, s->ws, d->z0 + n);
-  if (frc) {
-    st->t = s->opt.t0;
-    return dsk_status_set(st, DSK_E_MODELFN, "F returned %d at t0", frc);
+  if (d->verify) { /* the replay's start: z at t0 = [y0, h F(t0, y0)] */
+    memcpy(d->z0, d->ys, (size_t)n * sizeof(double));
+    int frc = s->tab->eval[DSK_FN_RHS](s->opt.t0, d->ys, s->ws, d->z0 + n);
+    if (frc) {
+      st->t = s->opt.t0;
+      return dsk_status_set(st, DSK_E_MODELFN, "F returned %d at t0", frc);
+    }
   }
   int j = 0;
   for (; j < nt && times[j] <= s->opt.t0 && rc == DSK_OK; j++)

@@ -213,6 +213,11 @@ void dsk_adjoint_dense_jt(const dsk_solver *s, SUNMatrix JB);
 /* The transpose of the CSC pattern U (n x n) in CSC, and pos[k]: where entry k
    of U sits in it (malloc'd; the caller frees them); -1 when out of memory. */
 int dsk_pattern_transpose(const dsk_sparsity *U, int n, int **colptr, int **rowidx, int **pos);
+/* A sparse matrix on the transposed Newton pattern (tcolptr, trowidx from
+   dsk_pattern_transpose) and its KLU solver (AMD, as the forward's), for the
+   transposed solves of the adjoints; y: a vector of the state's size. */
+int dsk_adjoint_klu_t(dsk_solver *s, N_Vector y, const int *tcolptr, const int *trowidx,
+                      SUNMatrix *A, SUNLinearSolver *LS, dsk_status *st);
 
 /* Scratch of dsk_event_adjoint: w 6 n, g12 2 nstop, ek nstop (kept zero),
    pg and pbar nparams, bws the adjoint workspace (nws). */
